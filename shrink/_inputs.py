@@ -1,0 +1,106 @@
+"""Example inputs: the three shapes shrink accepts, running a model on them, naming its outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .errors import ShrinkTypeError, ShrinkValueError
+
+ExampleInputs = Union[torch.Tensor, tuple, list, Mapping]
+
+
+def call_args(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
+    """Split example inputs into positional and keyword arguments for ``model(...)``."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    raise ShrinkTypeError(
+        f"example_inputs must be a tensor, a tuple/list of tensors or a dict of keyword tensors; "
+        f"got {type(example_inputs).__name__}. Wrap a single tensor as `torch.randn(1, 3, 224, 224)`."
+    )
+
+
+def run(model: nn.Module, example_inputs: ExampleInputs) -> Any:
+    """Run ``model`` on the example inputs; a failure becomes one clear `ShrinkValueError`."""
+    args, kwargs = call_args(example_inputs)
+    try:
+        return model(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
+        raise ShrinkValueError(
+            f"the model cannot run on the example inputs ({describe(example_inputs)}): "
+            f"{type(exc).__name__}: {exc}. Pass inputs with the shape and dtype the model's forward expects."
+        ) from exc
+
+
+def flatten_outputs(output: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """Every tensor in a model's output, by a readable name (``logits``, ``output_0``, ...)."""
+    found: dict[str, torch.Tensor] = {}
+    if isinstance(output, torch.Tensor):
+        found[prefix] = output
+    elif isinstance(output, Mapping):  # dicts and Hugging Face ModelOutput
+        for key, value in output.items():
+            name = str(key) if prefix == "output" else f"{prefix}.{key}"
+            found.update(flatten_outputs(value, name))
+    elif isinstance(output, (tuple, list)):
+        for i, value in enumerate(output):
+            found.update(flatten_outputs(value, f"{prefix}_{i}"))
+    return found
+
+
+def describe(example_inputs: ExampleInputs) -> str:
+    """A short human description such as ``float32[1x3x32x32]``."""
+    try:
+        args, kwargs = call_args(example_inputs)
+    except ShrinkTypeError:
+        return type(example_inputs).__name__
+    parts = [_describe_one(a) for a in args] + [f"{k}={_describe_one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts)
+
+
+def _describe_one(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{dtype}[{'x'.join(str(s) for s in value.shape)}]"
+    return type(value).__name__
+
+
+def to_spec(example_inputs: ExampleInputs) -> dict:
+    """A JSON-able description of the inputs (shapes and dtypes), enough to rebuild look-alikes."""
+    args, kwargs = call_args(example_inputs)
+
+    def one(value: Any) -> dict:
+        if not isinstance(value, torch.Tensor):
+            raise ShrinkTypeError(
+                f"example inputs must all be tensors to be recorded in a plan; found {type(value).__name__}"
+            )
+        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
+
+    return {"args": [one(a) for a in args], "kwargs": {k: one(v) for k, v in kwargs.items()}}
+
+
+def from_spec(spec: Mapping) -> ExampleInputs:
+    """Inputs with the recorded shapes and dtypes: random floats, zeros for integer ids and masks."""
+    generator = torch.Generator().manual_seed(0)
+
+    def one(entry: Mapping) -> torch.Tensor:
+        dtype = getattr(torch, entry["dtype"])
+        if dtype.is_floating_point:
+            return torch.randn(entry["shape"], generator=generator).to(dtype)
+        if dtype == torch.bool:
+            return torch.ones(entry["shape"], dtype=dtype)
+        return torch.ones(entry["shape"], dtype=dtype)  # valid token ids and attention masks
+
+    args = tuple(one(a) for a in spec.get("args", []))
+    kwargs = {k: one(v) for k, v in spec.get("kwargs", {}).items()}
+    if kwargs:
+        if args:
+            raise ShrinkValueError("a plan records either positional or keyword inputs, not both")
+        return kwargs
+    return args[0] if len(args) == 1 else args

@@ -1,0 +1,274 @@
+"""Tracing: which layers are coupled, which groups can be narrowed, and which layers stay whole.
+
+torch-pruning's DependencyGraph does the tracing. shrink adds what it leaves to its users:
+output protection (a group whose channels reach a model output is never narrowed, whatever layer
+produces it), input protection (a group added to a model input or an untracked tensor cannot be
+narrowed either), ``ignore=``, and attention blocks, which are cut by whole heads (see attention.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from . import _inputs
+from ._layers import Conv1DPruner, is_hf_conv1d
+from .attention import AttentionBlock, find_blocks
+from .errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
+
+_OPS = tp.ops
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)
+
+
+@dataclass
+class Group:
+    """A set of coupled channels, as traced (internal; `GroupInfo` is its public summary)."""
+
+    root: nn.Module
+    root_name: str
+    pruning_fn: object
+    tp_group: object
+    width: int
+    channel_groups: int
+    kinds: tuple[str, ...]
+    members: tuple[str, ...]
+    protected: str | None = None
+    block: AttentionBlock | None = None
+
+
+@dataclass
+class Traced:
+    """A traced model: its graph, groups, attention blocks and the layers kept whole, with reasons."""
+
+    model: nn.Module
+    dg: tp.DependencyGraph
+    names: dict[nn.Module, str]
+    groups: list[Group]
+    blocks: list[AttentionBlock]
+    kept: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
+    """Modules named or given in ``ignore``, with all their submodules."""
+    if isinstance(ignore, (str, nn.Module)):
+        ignore = [ignore]
+    by_name = dict(model.named_modules())
+    ignored: set[nn.Module] = set()
+    for item in ignore:
+        if isinstance(item, str):
+            if item not in by_name:
+                close = difflib.get_close_matches(item, [n for n in by_name if n], n=3)
+                hint = f" Did you mean {', '.join(repr(c) for c in sorted(close))}?" if close else ""
+                raise ShrinkValueError(f"ignore={item!r} names no module of the model.{hint}")
+            item = by_name[item]
+        if not isinstance(item, nn.Module):
+            raise ShrinkTypeError(
+                f"ignore= takes modules or qualified names (str); got {type(item).__name__}"
+            )
+        ignored.update(item.modules())
+    return ignored
+
+
+def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
+    """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels."""
+    if not isinstance(model, nn.Module):
+        raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    ignored = resolve_ignore(model, ignore)
+    args, kwargs = _inputs.call_args(example_inputs)
+    was_training = model.training
+    with torch.no_grad():
+        outputs = _inputs.flatten_outputs(_inputs.run(model.eval(), example_inputs))
+    if not outputs:
+        raise ShrinkValueError("the model returned no tensors; shrink needs tensor outputs to protect them")
+
+    output_fns: set = set()
+
+    def capture(out):
+        found = _inputs.flatten_outputs(out)
+        output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
+        return list(found.values())
+
+    customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+    root_types = _ROOT_TYPES + tuple(customized)
+    try:
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                forward_fn=lambda m, _: m(*args, **kwargs),
+                output_transform=capture,
+                customized_pruners=customized or None,
+                verbose=False,
+            )
+    except ShrinkValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch-pruning raises many kinds
+        raise UnsupportedLayerError(
+            f"tracing the model's dependency graph failed: {type(exc).__name__}: {exc}. "
+            "If one layer causes this, keep it whole with ignore=['its.qualified.name']."
+        ) from exc
+    finally:
+        model.train(was_training)
+
+    names = {m: n for n, m in model.named_modules()}
+    blocks = [b for b in find_blocks(model) if b.module not in ignored]
+    traced = Traced(model, dg, names, [], blocks)
+    by_producer = {id(layer): b for b in blocks for layer in b.producers()}
+    for tp_group in dg.get_all_groups(root_module_types=root_types):
+        group = _classify(dg, names, tp_group, output_fns, ignored, by_producer)
+        traced.groups.append(group)
+    traced.blocks = [b for b in blocks if b.out is not None]
+    for group in traced.groups:
+        if group.block is not None and group.block.out is None:
+            group.protected = group.protected or "attention layout not understood"
+    traced.kept = _kept_whole(model, traced, ignored)
+    return traced
+
+
+def _name(dg, names: dict, module) -> str:
+    if isinstance(module, nn.Parameter):
+        return dg._param_to_name.get(module, "parameter")
+    return names.get(module) or type(module).__name__.lstrip("_")
+
+
+def _classify(dg, names, tp_group, output_fns, ignored, by_producer) -> Group:
+    root_dep = tp_group[0].dep
+    root = root_dep.target.module
+    members, kinds, protected, channel_groups = [], set(), None, 1
+    block = None
+    for dep, _ in tp_group:
+        node, module = dep.target, dep.target.module
+        is_out = dg.is_out_channel_pruning_fn(dep.handler)
+        if isinstance(module, nn.Module) and names.get(module) is not None:
+            members.append(f"{names[module]} ({'out' if is_out else 'in'})")
+        if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
+            protected = protected or "model output"
+        if isinstance(module, nn.Module) and module in ignored:
+            protected = protected or "ignored"
+        if is_out and id(module) in by_producer:
+            block = by_producer[id(module)]
+        kinds.update(_kinds_of(node, module))
+        untracked = _mixes_untracked_tensor(node)
+        if untracked:
+            protected = protected or f"added to a model input or untracked tensor ({untracked})"
+        channel_groups = math.lcm(channel_groups, _channel_groups(dg, module, is_out))
+    if block is not None:
+        kinds = {"attention heads"} | ({"grouped-query"} if block.num_kv_heads < block.num_heads else set())
+        consumers = [
+            dep.target.module for dep, _ in tp_group
+            if not dg.is_out_channel_pruning_fn(dep.handler)
+            and isinstance(dep.target.module, nn.Module)
+            and dep.target.module not in (block.q, block.k, block.v)
+            and names.get(dep.target.module) is not None
+            and hasattr(dep.target.module, "weight")
+        ]
+        if len(consumers) == 1 and block.out is None:
+            block.out = consumers[0]
+    width = dg.get_out_channels(root) if dg.is_out_channel_pruning_fn(root_dep.handler) else dg.get_in_channels(root)
+    return Group(
+        root=root,
+        root_name=names.get(root, "?"),
+        pruning_fn=root_dep.handler,
+        tp_group=tp_group,
+        width=int(width),
+        channel_groups=channel_groups,
+        kinds=tuple(sorted(kinds)),
+        members=tuple(members),
+        protected=protected,
+        block=block,
+    )
+
+
+def _kinds_of(node, module) -> set[str]:
+    if isinstance(module, _OPS._ConcatOp):
+        return {"concat"}
+    if isinstance(module, (_OPS._SplitOp, _OPS._UnbindOp)):
+        return {"split"}
+    if isinstance(module, _OPS._ElementWiseOp):
+        name = node.grad_fn.name() if node.grad_fn is not None else ""
+        if name.startswith(("Add", "Sub")) and len(node.inputs) >= 2:
+            return {"residual add"}
+        return set()
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
+        if module.groups == module.in_channels == module.out_channels:
+            return {"depthwise conv"}
+        return {"grouped conv"}
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+                           nn.modules.instancenorm._InstanceNorm)):
+        return {"norm"}
+    if isinstance(module, nn.Parameter) and module.dim() == 1:
+        return {"norm"}  # RMSNorm-style scale vectors are traced as bare parameters
+    if isinstance(module, nn.MultiheadAttention):
+        return {"attention (per-head dims)"}
+    if isinstance(module, nn.Embedding):
+        return {"embedding"}
+    return set()
+
+
+def _mixes_untracked_tensor(node) -> str | None:
+    """An add/mul/... with an operand the graph never saw (model input, buffer, constant tensor)."""
+    if not isinstance(node.module, _OPS._ElementWiseOp) or node.grad_fn is None:
+        return None
+    name = node.grad_fn.name()
+    if not name.startswith(("Add", "Sub", "Mul", "Div", "Where", "Maximum", "Minimum")):
+        return None
+    nexts = node.grad_fn.next_functions
+    if len(nexts) >= 2 and any(fn is None for fn, _ in nexts):
+        return name
+    return None
+
+
+def _channel_groups(dg, module, is_out: bool) -> int:
+    """Channels must be removed evenly across these groups (grouped convs, GroupNorm, MHA heads)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return module.num_heads
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+        return 1  # depthwise: every channel is its own group
+    if not isinstance(module, nn.Module):
+        return 1
+    pruner = dg.get_pruner_of_module(module)
+    if pruner is None:
+        return 1
+    n = pruner.get_out_channel_groups(module) if is_out else pruner.get_in_channel_groups(module)
+    return int(n or 1)
+
+
+def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str]:
+    """Every layer with weights whose outputs no prunable group narrows, with the reason."""
+    dg, names = traced.dg, traced.names
+    narrowed: set[nn.Module] = set()
+    reasons: dict[nn.Module, str] = {}
+    for group in traced.groups:
+        for dep, _ in group.tp_group:
+            module = dep.target.module
+            if not isinstance(module, nn.Module) or not dg.is_out_channel_pruning_fn(dep.handler):
+                continue
+            if group.protected is None:
+                narrowed.add(module)
+            else:
+                reasons.setdefault(module, group.protected)
+    kept = {}
+    for name, module in model.named_modules():
+        if not name or not _has_own_weight(module) or module in narrowed:
+            continue
+        if module in ignored:
+            kept[name] = "ignored"
+        elif module in reasons:
+            kept[name] = reasons[module]
+        elif module not in dg.module2node:
+            kept[name] = "not traced: unsupported layer type, or unused on the example inputs"
+        else:
+            kept[name] = "no prunable group (its outputs feed no cut)"
+    return kept
+
+
+def _has_own_weight(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(module, nn.MultiheadAttention)

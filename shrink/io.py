@@ -1,0 +1,131 @@
+"""`save` and `load`: a compressed model as safetensors weights plus a JSON plan. Nothing pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__, _inputs, graph
+from .errors import PlanMismatchError, ShrinkValueError
+from .hashing import state_hash
+from .plan import Plan
+from .surgery import Tracker, apply_steps
+
+WEIGHTS = "model.safetensors"
+PLAN = "plan.json"
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with each shared tensor stored once (safetensors refuses aliases)."""
+    state, seen = {}, {}
+    for key, value in model.state_dict(keep_vars=False).items():
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype) if value.numel() else None
+        if ptr is not None and ptr in seen:
+            continue
+        if ptr is not None:
+            seen[ptr] = key
+        state[key] = value.detach().cpu().contiguous()
+    return state
+
+
+def save(result, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/plan.json``.
+
+    The folder is written under a temporary name and renamed, so a failure leaves nothing behind.
+
+    Args:
+        result: a `Result` from `compress`.
+        folder: where to write; must not exist unless ``overwrite=True``.
+        overwrite: replace an existing folder.
+
+    Returns:
+        The folder's path.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists() and not overwrite:
+        raise ShrinkValueError(f"{str(folder)!r} already exists; choose a new folder or pass overwrite=True")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = _plain_state(result.model)
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "shrink": __version__})
+        doc = {
+            "shrink_version": __version__,
+            "torch_version": torch.__version__,
+            "weights_sha256": state_hash(state),
+            "before": result.before.to_dict(),
+            "after": result.after.to_dict(),
+            **result.plan.to_dict(),
+        }
+        (tmp / PLAN).write_text(json.dumps(doc, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_plan(folder: str | os.PathLike) -> Plan:
+    """The plan stored in a folder written by `save`."""
+    path = Path(folder) / PLAN
+    if not path.is_file():
+        raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
+    return Plan.from_dict(json.loads(path.read_text()))
+
+
+def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Replay a saved plan on a fresh un-pruned model and load the saved weights into it.
+
+    Args:
+        folder: a folder written by `save`.
+        base_model: a freshly built instance of the un-pruned architecture (its weights do not matter).
+        inplace: cut ``base_model`` itself instead of a copy.
+
+    Returns:
+        The compressed model, equal to the one that was saved.
+
+    Raises:
+        PlanMismatchError: the plan or the weights do not fit ``base_model``.
+    """
+    import copy
+
+    from safetensors.torch import load_file
+
+    plan = read_plan(folder)
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
+    model = base_model if inplace else copy.deepcopy(base_model)
+    example_inputs = _inputs.from_spec(plan.inputs)
+    traced = graph.trace(model, example_inputs, ignore=())
+    apply_steps(model, traced.dg, traced.blocks, plan.steps, Tracker())
+    state = load_file(str(weights))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    # Tied tensors are stored once: fill the other names from the tensor they share.
+    missing = [k for k in missing if not _is_alias(model, k)]
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or extra or wrong:
+        raise PlanMismatchError(
+            f"the saved weights do not fit the model after replaying the plan: missing {missing}, "
+            f"unexpected {extra}, other shapes {wrong}. Was base_model built with the same configuration?"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def _is_alias(model: nn.Module, key: str) -> bool:
+    """True if ``key`` names a tensor that another state_dict entry also holds (tied weights)."""
+    state = model.state_dict(keep_vars=True)
+    return any(other is state[key] for k, other in state.items() if k != key)
