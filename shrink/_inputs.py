@@ -39,6 +39,20 @@ def run(model: nn.Module, example_inputs: ExampleInputs) -> Any:
         ) from exc
 
 
+def requiring_grad(example_inputs: ExampleInputs) -> ExampleInputs:
+    """The same inputs, float tensors replaced by detached copies that require grad."""
+    args, kwargs = call_args(example_inputs)
+
+    def one(value):
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.detach().clone().requires_grad_(True)
+        return value
+
+    if kwargs:
+        return {k: one(v) for k, v in kwargs.items()}
+    return tuple(one(a) for a in args)
+
+
 def flatten_outputs(output: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
     """Every tensor in a model's output, by a readable name (``logits``, ``output_0``, ...)."""
     found: dict[str, torch.Tensor] = {}

@@ -102,11 +102,13 @@ def analyze(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Graph
         ['0']
     """
     traced = graph.trace(model, example_inputs, ignore=ignore)
-    groups = []
-    for g in traced.groups:
-        if g.block is not None:
-            b = g.block
-            groups.append(GroupInfo(b.name, g.members, b.num_heads, g.kinds, g.protected is None, g.protected or ""))
-        else:
-            groups.append(GroupInfo(g.root_name, g.members, g.width, g.kinds, g.protected is None, g.protected or ""))
+    groups = [
+        GroupInfo(g.root_name, g.members, g.width, g.kinds, g.protected is None, g.protected or "")
+        for g in traced.groups
+    ]
+    for b in traced.blocks:
+        layers = tuple(f"{traced.names[m]} (out)" for m in dict.fromkeys(b.producers())) + (f"{traced.names[b.out]} (in)",)
+        kinds = ("attention heads",) + (("grouped-query",) if b.num_kv_heads < b.num_heads else ())
+        reason = "" if b.units > 1 else "a single head (or key/value group)"
+        groups.append(GroupInfo(b.name, layers, b.num_heads, kinds, b.units > 1, reason))
     return GraphReport(tuple(groups), tuple(sorted(traced.kept.items())))

@@ -2,8 +2,8 @@
 
 torch-pruning's DependencyGraph does the tracing. shrink adds what it leaves to its users:
 output protection (a group whose channels reach a model output is never narrowed, whatever layer
-produces it), input protection (a group added to a model input or an untracked tensor cannot be
-narrowed either), ``ignore=``, and attention blocks, which are cut by whole heads (see attention.py).
+produces it), input protection (a group added to a model input cannot be narrowed either),
+``ignore=``, and attention blocks, which are cut by whole heads (see attention.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from . import _inputs
-from ._layers import Conv1DPruner, is_hf_conv1d
+from ._layers import Conv1DPruner, is_hf_conv1d, is_linear_like
 from .attention import AttentionBlock, find_blocks
 from .errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 
@@ -40,7 +40,6 @@ class Group:
     kinds: tuple[str, ...]
     members: tuple[str, ...]
     protected: str | None = None
-    block: AttentionBlock | None = None
 
 
 @dataclass
@@ -81,7 +80,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     ignored = resolve_ignore(model, ignore)
-    args, kwargs = _inputs.call_args(example_inputs)
+    # Float inputs require grad while tracing so that the graph shows where they are added in.
+    args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
+    input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
     was_training = model.training
     with torch.no_grad():
         outputs = _inputs.flatten_outputs(_inputs.run(model.eval(), example_inputs))
@@ -120,17 +121,40 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
 
     names = {m: n for n, m in model.named_modules()}
     blocks = [b for b in find_blocks(model) if b.module not in ignored]
+    for block in blocks:
+        block.out = _output_projection(dg, block)
+    blocks = [b for b in blocks if b.out is not None and b.out not in ignored]
     traced = Traced(model, dg, names, [], blocks)
-    by_producer = {id(layer): b for b in blocks for layer in b.producers()}
-    for tp_group in dg.get_all_groups(root_module_types=root_types):
-        group = _classify(dg, names, tp_group, output_fns, ignored, by_producer)
-        traced.groups.append(group)
-    traced.blocks = [b for b in blocks if b.out is not None]
-    for group in traced.groups:
-        if group.block is not None and group.block.out is None:
-            group.protected = group.protected or "attention layout not understood"
+    # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
+    # (expanding that group through rotary embeddings' slices is also very slow).
+    head_layers = [layer for b in blocks for layer in b.producers()]
+    for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
+        traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored))
     traced.kept = _kept_whole(model, traced, ignored)
     return traced
+
+
+def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:
+    """The first layer with weights downstream of v: it reads the concatenated heads."""
+    start = dg.module2node.get(block.v)
+    if start is None:
+        return None
+    queue, seen = list(start.outputs), {start}
+    while queue:
+        node = queue.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        module = node.module
+        if isinstance(module, nn.Module) and is_linear_like(module):
+            width = block.num_heads * block.head_dim
+            return module if _in_width(module) == width else None
+        queue.extend(node.outputs)
+    return None
+
+
+def _in_width(layer: nn.Module) -> int:
+    return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
 def _name(dg, names: dict, module) -> str:
@@ -139,11 +163,10 @@ def _name(dg, names: dict, module) -> str:
     return names.get(module) or type(module).__name__.lstrip("_")
 
 
-def _classify(dg, names, tp_group, output_fns, ignored, by_producer) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
-    block = None
     for dep, _ in tp_group:
         node, module = dep.target, dep.target.module
         is_out = dg.is_out_channel_pruning_fn(dep.handler)
@@ -153,25 +176,11 @@ def _classify(dg, names, tp_group, output_fns, ignored, by_producer) -> Group:
             protected = protected or "model output"
         if isinstance(module, nn.Module) and module in ignored:
             protected = protected or "ignored"
-        if is_out and id(module) in by_producer:
-            block = by_producer[id(module)]
         kinds.update(_kinds_of(node, module))
-        untracked = _mixes_untracked_tensor(node)
-        if untracked:
-            protected = protected or f"added to a model input or untracked tensor ({untracked})"
+        mixed = _mixes_model_input(node, input_ids)
+        if mixed:
+            protected = protected or f"combined with a model input ({mixed})"
         channel_groups = math.lcm(channel_groups, _channel_groups(dg, module, is_out))
-    if block is not None:
-        kinds = {"attention heads"} | ({"grouped-query"} if block.num_kv_heads < block.num_heads else set())
-        consumers = [
-            dep.target.module for dep, _ in tp_group
-            if not dg.is_out_channel_pruning_fn(dep.handler)
-            and isinstance(dep.target.module, nn.Module)
-            and dep.target.module not in (block.q, block.k, block.v)
-            and names.get(dep.target.module) is not None
-            and hasattr(dep.target.module, "weight")
-        ]
-        if len(consumers) == 1 and block.out is None:
-            block.out = consumers[0]
     width = dg.get_out_channels(root) if dg.is_out_channel_pruning_fn(root_dep.handler) else dg.get_in_channels(root)
     return Group(
         root=root,
@@ -183,7 +192,6 @@ def _classify(dg, names, tp_group, output_fns, ignored, by_producer) -> Group:
         kinds=tuple(sorted(kinds)),
         members=tuple(members),
         protected=protected,
-        block=block,
     )
 
 
@@ -213,16 +221,13 @@ def _kinds_of(node, module) -> set[str]:
     return set()
 
 
-def _mixes_untracked_tensor(node) -> str | None:
-    """An add/mul/... with an operand the graph never saw (model input, buffer, constant tensor)."""
+def _mixes_model_input(node, input_ids: set[int]) -> str | None:
+    """An add/mul/... one of whose operands is a model input: that width is the input's, fixed."""
     if not isinstance(node.module, _OPS._ElementWiseOp) or node.grad_fn is None:
         return None
-    name = node.grad_fn.name()
-    if not name.startswith(("Add", "Sub", "Mul", "Div", "Where", "Maximum", "Minimum")):
-        return None
-    nexts = node.grad_fn.next_functions
-    if len(nexts) >= 2 and any(fn is None for fn, _ in nexts):
-        return name
+    for fn, _ in node.grad_fn.next_functions:
+        if fn is not None and fn.name().endswith("AccumulateGrad") and id(fn.variable) in input_ids:
+            return node.grad_fn.name()
     return None
 
 
@@ -249,12 +254,18 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
     for group in traced.groups:
         for dep, _ in group.tp_group:
             module = dep.target.module
+            if isinstance(module, nn.Parameter):  # e.g. an RMSNorm's scale: its owner is narrowed
+                owner = dg._param_to_name.get(module, "").rpartition(".")[0]
+                module = dict(model.named_modules()).get(owner)
             if not isinstance(module, nn.Module) or not dg.is_out_channel_pruning_fn(dep.handler):
                 continue
             if group.protected is None:
                 narrowed.add(module)
             else:
                 reasons.setdefault(module, group.protected)
+    for block in traced.blocks:
+        if block.units > 1:
+            narrowed.update(block.producers())
     kept = {}
     for name, module in model.named_modules():
         if not name or not _has_own_weight(module) or module in narrowed:

@@ -68,7 +68,7 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
     """Steps cutting the channel groups (everything but attention heads)."""
     pool = []
     for group in traced.groups:
-        if group.protected is not None or group.block is not None or group.width % group.channel_groups:
+        if group.protected is not None or group.width % group.channel_groups:
             continue
         r = ratio_for(_member_names(group), ratio)
         if r > 0:
