@@ -249,6 +249,7 @@ def _channel_groups(dg, module, is_out: bool) -> int:
 def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str]:
     """Every layer with weights whose outputs no prunable group narrows, with the reason."""
     dg, names = traced.dg, traced.names
+    by_name = dict(model.named_modules())
     narrowed: set[nn.Module] = set()
     reasons: dict[nn.Module, str] = {}
     for group in traced.groups:
@@ -256,7 +257,7 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
             module = dep.target.module
             if isinstance(module, nn.Parameter):  # e.g. an RMSNorm's scale: its owner is narrowed
                 owner = dg._param_to_name.get(module, "").rpartition(".")[0]
-                module = dict(model.named_modules()).get(owner)
+                module = by_name.get(owner)
             if not isinstance(module, nn.Module) or not dg.is_out_channel_pruning_fn(dep.handler):
                 continue
             if group.protected is None:

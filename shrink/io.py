@@ -107,7 +107,15 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
         raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
     model = base_model if inplace else copy.deepcopy(base_model)
     example_inputs = _inputs.from_spec(plan.inputs)
-    traced = graph.trace(model, example_inputs, ignore=())
+    try:
+        traced = graph.trace(model, example_inputs, ignore=())
+    except PlanMismatchError:
+        raise
+    except ShrinkValueError as exc:
+        raise PlanMismatchError(
+            f"base_model does not fit the plan: {exc} The plan was traced on inputs "
+            f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
+        ) from exc
     apply_steps(model, traced.dg, traced.blocks, plan.steps, Tracker())
     state = load_file(str(weights))
     expected = model.state_dict()

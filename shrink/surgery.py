@@ -96,8 +96,11 @@ def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker)
         if name is None:
             continue  # an operation (add, reshape...), nothing stored
         is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
-        target_pruner = dg.get_pruner_of_module(target)
-        now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
+        if isinstance(target, nn.Parameter):  # torch-pruning keeps a bare parameter's dim on its node
+            now = target.shape[item.dep.target.pruning_dim]
+        else:
+            target_pruner = dg.get_pruner_of_module(target)
+            now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
         tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
     group.prune(record_history=False)
 
