@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Union
 
 import torch
@@ -27,11 +28,24 @@ def call_args(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
     )
 
 
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the duration (no BatchNorm statistics updated, no dropout), then as it was."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def run(model: nn.Module, example_inputs: ExampleInputs) -> Any:
-    """Run ``model`` on the example inputs; a failure becomes one clear `ShrinkValueError`."""
+    """Run ``model`` in eval mode on the example inputs; a failure becomes one clear `ShrinkValueError`."""
     args, kwargs = call_args(example_inputs)
     try:
-        return model(*args, **kwargs)
+        with evaluating(model):
+            return model(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
         raise ShrinkValueError(
             f"the model cannot run on the example inputs ({describe(example_inputs)}): "

@@ -155,10 +155,9 @@ def compress(
         check_initial_state(model, initial_state)
     source_sha256 = state_hash(model.state_dict())
     work = model if inplace else copy.deepcopy(model)
-    before = count(work, example_inputs)
-    with torch.no_grad():
-        shapes = {k: v.shape for k, v in _inputs.flatten_outputs(_inputs.run(work, example_inputs)).items()}
-    traced = graph.trace(work, example_inputs, ignore=ignore)
+    before, outputs = count(work, example_inputs, return_outputs=True)
+    shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
+    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)
     # Step 1: rank every group on the trained weights and choose what goes.
@@ -172,7 +171,7 @@ def compress(
     apply_steps(work, traced.dg, traced.blocks, steps, tracker)
     if reinit == "random":
         reinitialise(work, seed)
-    check_outputs(work, example_inputs, shapes)
+    after = check_outputs(work, example_inputs, shapes)
     plan = Plan(
         steps=tuple(steps),
         kept=dict(sorted(tracker.kept.items())),
@@ -187,7 +186,6 @@ def compress(
         },
         source_sha256=source_sha256,
     )
-    after = count(work, example_inputs)
     log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
     return Result(model=work, plan=plan, before=before, after=after)
 
@@ -209,11 +207,13 @@ def reinitialise(model: nn.Module, seed: int) -> None:
                 module.reset_parameters()
 
 
-def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch.Size]) -> None:
-    """Run the cut model once; every output must keep its shape. Names the layer that broke."""
+def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch.Size]) -> Size:
+    """Run the cut model once; every output must keep its shape. Names the layer that broke.
+
+    Returns the model's size, counted on the same forward pass.
+    """
     stack: list[str] = []
     names = {m: n for n, m in model.named_modules()}
-    failed: list[str] = []
 
     def enter(module, _):
         stack.append(names.get(module, type(module).__name__))
@@ -225,16 +225,14 @@ def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch
     handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
     handles += [m.register_forward_hook(leave) for m in model.modules()]
     try:
-        with torch.no_grad():
-            args, kwargs = _inputs.call_args(example_inputs)
-            try:
-                out = model(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001
-                failed.append(stack[-1] if stack else "?")
-                raise ShrinkValueError(
-                    f"the cut model fails in layer {failed[0]!r}: {type(exc).__name__}: {exc}. "
-                    f"Keep it whole with ignore=[{failed[0]!r}] and report the model to shrink."
-                ) from exc
+        size, out = count(model, example_inputs, return_outputs=True)
+    except ShrinkValueError as exc:
+        layer = stack[-1] if stack else "?"
+        cause = exc.__cause__ or exc
+        raise ShrinkValueError(
+            f"the cut model fails in layer {layer!r}: {type(cause).__name__}: {cause}. "
+            f"Keep it whole with ignore=[{layer!r}] and report the model to shrink."
+        ) from cause
     finally:
         for h in handles:
             h.remove()
@@ -246,3 +244,4 @@ def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch
             f"cutting changed the shape of output(s) {changed}: {k!r} was {tuple(expected[k])}, now "
             f"{tuple(got[k]) if k in got else 'missing'}. Keep the layer producing it whole with ignore=."
         )
+    return size

@@ -75,18 +75,21 @@ def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
     return ignored
 
 
-def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
-    """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels."""
+def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=None) -> Traced:
+    """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels.
+
+    ``outputs``: the model's outputs on these inputs, when the caller already ran it.
+    """
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     ignored = resolve_ignore(model, ignore)
     # Float inputs require grad while tracing so that the graph shows where they are added in.
     args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
     input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
-    was_training = model.training
-    with torch.no_grad():
-        outputs = _inputs.flatten_outputs(_inputs.run(model.eval(), example_inputs))
-    if not outputs:
+    if outputs is None:
+        with torch.no_grad():
+            outputs = _inputs.run(model, example_inputs)
+    if not _inputs.flatten_outputs(outputs):
         raise ShrinkValueError("the model returned no tensors; shrink needs tensor outputs to protect them")
 
     output_fns: set = set()
@@ -99,7 +102,7 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
     customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
     root_types = _ROOT_TYPES + tuple(customized)
     try:
-        with torch.enable_grad(), warnings.catch_warnings():
+        with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
             dg = tp.DependencyGraph().build_dependency(
                 model,
@@ -116,8 +119,6 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = ()) -> Traced:
             f"tracing the model's dependency graph failed: {type(exc).__name__}: {exc}. "
             "If one layer causes this, keep it whole with ignore=['its.qualified.name']."
         ) from exc
-    finally:
-        model.train(was_training)
 
     names = {m: n for n, m in model.named_modules()}
     blocks = [b for b in find_blocks(model) if b.module not in ignored]

@@ -32,6 +32,9 @@ def group_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
         root_idxs = item.root_idxs
         if any(r is None for r in root_idxs):
             continue
-        part = rows[list(idxs)].abs().double().pow(p).sum(dim=1)
+        if len(idxs) != rows.shape[0] or list(idxs) != list(range(rows.shape[0])):
+            rows = rows[list(idxs)]
+        rows = rows.float()
+        part = (rows.abs().sum(dim=1) if p == 1 else rows.pow(2).sum(dim=1)).double()
         total.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), part)
     return total.pow(1.0 / p)

@@ -59,8 +59,11 @@ def _macs_of(module: nn.Module, inputs: tuple, output) -> int:
     return 0
 
 
-def count(model: nn.Module, example_inputs) -> Size:
-    """Parameters and MACs of ``model`` on ``example_inputs`` (one forward pass, no grad)."""
+def count(model: nn.Module, example_inputs, *, return_outputs: bool = False):
+    """Parameters and MACs of ``model`` on ``example_inputs`` (one forward pass, no grad).
+
+    With ``return_outputs=True`` returns ``(Size, outputs)``, so callers need no second pass.
+    """
     total = 0
 
     def hook(module, inputs, output):
@@ -74,8 +77,9 @@ def count(model: nn.Module, example_inputs) -> Size:
     ]
     try:
         with torch.no_grad():
-            _inputs.run(model, example_inputs)
+            outputs = _inputs.run(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
-    return Size(params=count_params(model), macs=int(total))
+    size = Size(params=count_params(model), macs=int(total))
+    return (size, outputs) if return_outputs else size
