@@ -14,7 +14,11 @@ from .plan import Plan, Step
 # store
 from .io import load, save
 
+# export
+from .export import ExportReport, OutputParity, export_onnx
+
 # measure
+from .bench import BenchReport, BenchRow, benchmark
 from .measure import Size, count
 
 # errors
@@ -41,7 +45,14 @@ __all__ = [
     # store
     "save",
     "load",
+    # export
+    "export_onnx",
+    "ExportReport",
+    "OutputParity",
     # measure
+    "benchmark",
+    "BenchReport",
+    "BenchRow",
     "count",
     "Size",
     # errors
