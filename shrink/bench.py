@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import _inputs
+from ._progress import progress_bar
 from .errors import ShrinkTypeError, ShrinkValueError
 from .export import export_onnx, input_names, with_batch
 
@@ -292,7 +293,7 @@ def benchmark(
     rows: list[BenchRow] = []
     tasks = [(n, rt, dev, b) for n in models for rt in runtimes for dev in devices for b in batch_sizes]
     try:
-        with tempfile.TemporaryDirectory() as tmp, _progress(progress, len(tasks)) as advance:
+        with tempfile.TemporaryDirectory() as tmp, progress_bar(progress, len(tasks), "benchmark") as advance:
             onnx_paths: dict[str, Path] = {}
             for name, rt, dev, b in tasks:
                 rows.append(_one(name, models[name], rt, dev, b, example_inputs, threads, warmup, iters, tmp, onnx_paths))
@@ -323,25 +324,3 @@ def _one(name, model, runtime, device, batch, example_inputs, threads, warmup, i
 
         names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
     return _ort_row(name, path, inputs, names, device, batch, threads, warmup, iters)
-
-
-class _progress:
-    """A rich progress bar when asked for, else nothing."""
-
-    def __init__(self, show: bool, total: int):
-        self.show, self.total = show, total
-
-    def __enter__(self):
-        if not self.show:
-            return lambda _: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.__enter__()
-        task = self.bar.add_task("benchmark", total=self.total)
-        return lambda label: self.bar.update(task, advance=1, description=label)
-
-    def __exit__(self, *exc):
-        if self.show:
-            self.bar.__exit__(*exc)
-        return False

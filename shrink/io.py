@@ -34,7 +34,7 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save(result, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save(result, folder: str | os.PathLike, *, overwrite: bool = False, extra: dict | None = None) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/plan.json``.
 
     The folder is written under a temporary name and renamed, so a failure leaves nothing behind.
@@ -43,6 +43,7 @@ def save(result, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         result: a `Result` from `compress`.
         folder: where to write; must not exist unless ``overwrite=True``.
         overwrite: replace an existing folder.
+        extra: more fields for plan.json (the CLI records the model factory here).
 
     Returns:
         The folder's path.
@@ -64,6 +65,7 @@ def save(result, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
             "before": result.before.to_dict(),
             "after": result.after.to_dict(),
             **result.plan.to_dict(),
+            **(extra or {}),
         }
         (tmp / PLAN).write_text(json.dumps(doc, indent=1))
         if folder.exists():
@@ -75,12 +77,20 @@ def save(result, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
     return folder
 
 
-def read_plan(folder: str | os.PathLike) -> Plan:
-    """The plan stored in a folder written by `save`."""
+def read_plan_json(folder: str | os.PathLike) -> dict:
+    """The whole plan.json of a folder written by `save` (plan, versions, hashes, extras)."""
     path = Path(folder) / PLAN
     if not path.is_file():
         raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
-    return Plan.from_dict(json.loads(path.read_text()))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlanMismatchError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def read_plan(folder: str | os.PathLike) -> Plan:
+    """The plan stored in a folder written by `save`."""
+    return Plan.from_dict(read_plan_json(folder))
 
 
 def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -101,7 +111,8 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
 
     from safetensors.torch import load_file
 
-    plan = read_plan(folder)
+    doc = read_plan_json(folder)
+    plan = Plan.from_dict(doc)
     weights = Path(folder) / WEIGHTS
     if not weights.is_file():
         raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
@@ -118,6 +129,9 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
         ) from exc
     apply_steps(model, traced.dg, traced.blocks, plan.steps, Tracker())
     state = load_file(str(weights))
+    if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
+        raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
+                                "the file was changed or is corrupt; write the folder again with shrink.save")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     # Tied tensors are stored once: fill the other names from the tensor they share.
