@@ -127,7 +127,9 @@ def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dy
             batch = torch.export.Dim("batch", min=1)
             shapes = [{0: batch} if isinstance(a, torch.Tensor) and a.dim() else None for a in [*args, *kwargs.values()]]
             dynamic_shapes = dict(zip(names, shapes)) if kwargs else tuple(shapes)
-        options.update(dynamic_shapes=dynamic_shapes, external_data=True, optimize=True)
+        # Weights go to a separate .data file only where protobuf's 2 GB limit forces it.
+        big = sum(p.numel() * p.element_size() for p in model.parameters()) >= TWO_GB
+        options.update(dynamic_shapes=dynamic_shapes, external_data=big, optimize=True)
     else:
         options.update(dynamic_axes=dynamic_axes)
     with warnings.catch_warnings(), _inputs.evaluating(model), torch.no_grad():

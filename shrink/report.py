@@ -92,10 +92,9 @@ def _markdown(doc: dict, result, export, bench) -> str:
         lines += [f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs_diff:.2e} | {o.max_rel_diff:.2e} |"
                   for o in export.outputs]
     if doc.get("history"):
-        lines += ["", "## Fine-tuning", "", "| step | epoch | loss | val accuracy |", "|---|---|---|---|"]
-        lines += [f"| {h.get('step', '')} | {h['epoch']} | {h['loss']:.4f} | "
-                  f"{h['val_accuracy']:.2%} |" if "val_accuracy" in h else
-                  f"| {h.get('step', '')} | {h['epoch']} | {h['loss']:.4f} | |" for h in doc["history"]]
+        lines += ["", "## Fine-tuning", "", "| epoch | loss | val accuracy |", "|---|---|---|"]
+        lines += [f"| {h['epoch']} | {h['loss']:.4f} | "
+                  + (f"{h['val_accuracy']:.2%} |" if "val_accuracy" in h else " |") for h in doc["history"]]
     lines += ["", "## Layer widths", "", "| layer | outputs before → after | inputs before → after |", "|---|---|---|"]
     for name, dims in result.plan.widths.items():
         out = "{} → {}".format(*dims["out"]) if "out" in dims else ""
