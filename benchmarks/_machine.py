@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import platform
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from shrink.bench import machine_info
 
 
 def machine() -> dict:
+    info = machine_info()
+    info.pop("onnxruntime_providers", None)
     import torch
 
-    info = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-    }
-    for name in ("torch_pruning", "onnxruntime", "onnx", "transformers"):
+    info["torch_threads"] = torch.get_num_threads()
+    for name in ("torch_pruning", "onnx", "transformers"):
         try:
             info[name] = __import__(name).__version__
         except ImportError:
             pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
 

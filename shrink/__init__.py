@@ -9,7 +9,16 @@ from .analyze import GraphReport, GroupInfo, analyze
 
 # cut
 from .compress import Result, compress
+from .iterative import compress_iteratively
 from .plan import Plan, Step
+
+# masks (the seeds' family) and the bridge back to physical size
+from .compact import compact
+from .masks import SparsifyReport, SparsityReport, make_permanent, prune_iteratively, sparsify, sparsity
+from .sweep import SweepReport, sweep
+
+# recover accuracy
+from .train import evaluate, fit
 
 # store
 from .io import load, save
@@ -39,9 +48,23 @@ __all__ = [
     "GroupInfo",
     # cut
     "compress",
+    "compress_iteratively",
     "Result",
     "Plan",
     "Step",
+    # masks
+    "sparsify",
+    "sparsity",
+    "make_permanent",
+    "prune_iteratively",
+    "compact",
+    "sweep",
+    "SparsifyReport",
+    "SparsityReport",
+    "SweepReport",
+    # recover accuracy
+    "fit",
+    "evaluate",
     # store
     "save",
     "load",

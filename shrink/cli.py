@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (needs --data)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--no-distill", action="store_true", help="fine-tune on labels only")
+    p.add_argument("--steps", type=int, default=1, help="reach --ratio in this many cut + fine-tune rounds")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
 
     p = sub.add_parser("export", help="export a model or a shrink folder to a checked ONNX file")
@@ -129,7 +130,7 @@ def cmd_compress(args) -> int:
         model, _inputs_for(args), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm, reinit=args.reinit,
         initial_state=initial, ignore=args.ignore, round_to=args.round_to, onnx=args.onnx, bench=args.bench,
         train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
-        distill=not args.no_distill, overwrite=args.force, model_spec=args.model,
+        distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
     )
     _print_summary(doc)
     return 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ._clone import clone
 from . import _inputs, graph, select
 from .errors import ShrinkTypeError, ShrinkValueError
 from .hashing import state_hash
@@ -154,7 +155,7 @@ def compress(
     if reinit == "initial":
         check_initial_state(model, initial_state)
     source_sha256 = state_hash(model.state_dict())
-    work = model if inplace else copy.deepcopy(model)
+    work = model if inplace else clone(model)
     before, outputs = count(work, example_inputs, return_outputs=True)
     shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
     traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)

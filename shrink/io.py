@@ -118,16 +118,18 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
         raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
     model = base_model if inplace else copy.deepcopy(base_model)
     example_inputs = _inputs.from_spec(plan.inputs)
-    try:
-        traced = graph.trace(model, example_inputs, ignore=())
-    except PlanMismatchError:
-        raise
-    except ShrinkValueError as exc:
-        raise PlanMismatchError(
-            f"base_model does not fit the plan: {exc} The plan was traced on inputs "
-            f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
-        ) from exc
-    apply_steps(model, traced.dg, traced.blocks, plan.steps, Tracker())
+    rounds = sorted({step.round for step in plan.steps}) or [0]
+    for k in rounds:  # iterative plans: each round was cut on a fresh trace of the model as it then was
+        try:
+            traced = graph.trace(model, example_inputs, ignore=())
+        except PlanMismatchError:
+            raise
+        except ShrinkValueError as exc:
+            raise PlanMismatchError(
+                f"base_model does not fit the plan: {exc} The plan was traced on inputs "
+                f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
+            ) from exc
+        apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker())
     state = load_file(str(weights))
     if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
         raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "

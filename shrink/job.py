@@ -18,6 +18,7 @@ from .compress import compress
 from .errors import ShrinkValueError
 from .export import export_onnx
 from .io import save
+from .iterative import compress_iteratively
 from .train import evaluate, fit
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def compress_to_folder(
     finetune_epochs: int = 0,
     lr: float = 1e-3,
     distill: bool = True,
+    steps: int = 1,
     overwrite: bool = False,
     model_spec: str | None = None,
     progress: bool = True,
@@ -54,6 +56,9 @@ def compress_to_folder(
     ``report.md``, ``report.json`` and plots. Everything is written into a temporary folder
     first and renamed at the end, so a failure leaves ``out`` as it was.
 
+    With ``steps > 1`` the cut is made in that many rounds (`compress_iteratively`), fine-tuning
+    ``finetune_epochs`` after each round when data is given; the schedule goes in the report.
+
     Returns:
         The report's numbers (as in ``report.json``).
     """
@@ -63,16 +68,34 @@ def compress_to_folder(
     accuracy, history = {}, []
     if val_loader is not None:
         accuracy["before"] = evaluate(model, val_loader)
-    result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
-                      initial_state=initial_state, ignore=ignore, round_to=round_to)
-    if val_loader is not None:
-        accuracy["after cut"] = evaluate(result.model, val_loader)
-    if train_loader is not None and finetune_epochs > 0:
-        teacher = copy.deepcopy(model).eval() if distill else None
-        history = fit(result.model, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
-                      val_loader=val_loader, progress=progress)
+    teacher = copy.deepcopy(model).eval() if distill and train_loader is not None else None
+    schedule = []
+    if steps > 1:
+        if reinit != "trained" or scope != "local":
+            raise ShrinkValueError("iterative pruning (steps > 1) supports reinit='trained' and scope='local'")
+
+        def finetune(m, k):
+            if train_loader is not None and finetune_epochs > 0:
+                for record in fit(m, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
+                                  val_loader=val_loader, progress=progress):
+                    history.append({"step": k, **record})
+
+        result, schedule = compress_iteratively(
+            model, example_inputs, ratio=ratio, steps=steps, norm=norm, ignore=ignore, round_to=round_to,
+            finetune=finetune, evaluate=(lambda m: evaluate(m, val_loader)) if val_loader is not None else None)
         if val_loader is not None:
-            accuracy["after fine-tuning" + (" (distilled)" if distill else "")] = evaluate(result.model, val_loader)
+            accuracy[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
+    else:
+        result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
+                          initial_state=initial_state, ignore=ignore, round_to=round_to)
+        if val_loader is not None:
+            accuracy["after cut"] = evaluate(result.model, val_loader)
+        if train_loader is not None and finetune_epochs > 0:
+            history = fit(result.model, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
+                          val_loader=val_loader, progress=progress)
+            if val_loader is not None:
+                stage = "after fine-tuning" + (" (distilled)" if teacher is not None else "")
+                accuracy[stage] = evaluate(result.model, val_loader)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -90,7 +113,7 @@ def compress_to_folder(
         settings = {**result.plan.settings, "model": model_spec, "finetune_epochs": finetune_epochs,
                     "distill": distill if finetune_epochs else None}
         doc = report.write(tmp, result, settings=settings, export=export, bench=bench_report,
-                           accuracy=accuracy, history=history, files=files)
+                           accuracy=accuracy, history=history, files=files, schedule=schedule)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

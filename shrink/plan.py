@@ -20,6 +20,7 @@ class Step:
         dim: ``"out"``/``"in"`` for a group's root; ``"heads"`` for a head cut.
         removed: indices removed, in the layer's coordinates at the time of the cut.
         partner: for a head cut, the output projection whose input columns follow the heads.
+        round: for iterative pruning, the round the cut belongs to; each round is traced afresh.
     """
 
     op: str
@@ -27,16 +28,20 @@ class Step:
     dim: str
     removed: tuple[int, ...]
     partner: str = ""
+    round: int = 0
 
     def to_dict(self) -> dict:
         d = {"op": self.op, "layer": self.layer, "dim": self.dim, "removed": list(self.removed)}
         if self.partner:
             d["partner"] = self.partner
+        if self.round:
+            d["round"] = self.round
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Step:
-        return cls(d["op"], d["layer"], d["dim"], tuple(int(i) for i in d["removed"]), d.get("partner", ""))
+        return cls(d["op"], d["layer"], d["dim"], tuple(int(i) for i in d["removed"]), d.get("partner", ""),
+                   int(d.get("round", 0)))
 
 
 @dataclass(frozen=True)

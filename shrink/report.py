@@ -35,13 +35,13 @@ def summary(result, *, files: dict | None = None, accuracy: dict | None = None, 
 
 
 def write(folder: str | Path, result, *, settings: dict, export=None, bench=None, accuracy: dict | None = None,
-          history: list | None = None, files: dict | None = None) -> dict:
+          history: list | None = None, files: dict | None = None, schedule: list | None = None) -> dict:
     """Write report.md, report.json and plots (widths.png, latency.png) into ``folder``."""
     folder = Path(folder)
     doc = summary(result, files=files, accuracy=accuracy, bench=bench)
     doc.update(settings=settings, versions=_versions(), widths=result.plan.widths,
                export=export.to_dict() if export else None, benchmark=bench.to_dict() if bench else None,
-               history=history or [])
+               history=history or [], schedule=schedule or [])
     (folder / "report.json").write_text(json.dumps(doc, indent=1, default=str))
     (folder / "report.md").write_text(_markdown(doc, result, export, bench))
     plots = [_widths_plot(folder / "widths.png", result.plan.widths)]
@@ -91,9 +91,14 @@ def _markdown(doc: dict, result, export, bench) -> str:
                   "| output | shape | max abs diff | max rel diff |", "|---|---|---|---|"]
         lines += [f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs_diff:.2e} | {o.max_rel_diff:.2e} |"
                   for o in export.outputs]
+    if doc.get("schedule"):
+        lines += ["", "## Iterative schedule", "", "| round | kept fraction | params | MACs | val accuracy |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {e['step']} | {e['kept_fraction']:.3f} | {_fmt(e['params'])} | {_fmt(e['macs'])} | "
+                  + (f"{e['metric']:.2%} |" if "metric" in e else " |") for e in doc["schedule"]]
     if doc.get("history"):
-        lines += ["", "## Fine-tuning", "", "| epoch | loss | val accuracy |", "|---|---|---|"]
-        lines += [f"| {h['epoch']} | {h['loss']:.4f} | "
+        lines += ["", "## Fine-tuning", "", "| round | epoch | loss | val accuracy |", "|---|---|---|---|"]
+        lines += [f"| {h.get('step', 1)} | {h['epoch']} | {h['loss']:.4f} | "
                   + (f"{h['val_accuracy']:.2%} |" if "val_accuracy" in h else " |") for h in doc["history"]]
     lines += ["", "## Layer widths", "", "| layer | outputs before → after | inputs before → after |", "|---|---|---|"]
     for name, dims in result.plan.widths.items():

@@ -61,7 +61,8 @@ def _expand(group: Group, units: list[int]) -> tuple[int, ...]:
 
 
 def _member_names(group: Group) -> set[str]:
-    return {m.rsplit(" (", 1)[0] for m in group.members} | {group.root_name}
+    """Layers whose outputs are this group's channels (a per-layer ratio names a producer)."""
+    return {m.rsplit(" (", 1)[0] for m in group.members if m.endswith("(out)")} | {group.root_name}
 
 
 def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | None) -> list[Step]:

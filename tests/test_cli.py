@@ -135,3 +135,17 @@ def test_demo_pipeline_quick(tmp_path):
     assert doc["accuracy"]["before"] > 0.5
     assert (tmp_path / "demo" / "model.onnx").exists() and (tmp_path / "demo" / "latency.png").exists()
     assert doc["export"]["max_rel_diff"] <= 1e-4
+
+
+def test_iterative_compress_from_cli(tmp_path, ckpt):
+    _, path = ckpt
+    out = tmp_path / "out"
+    assert main(["compress", "--model", "cli_models:mlp", "--weights", str(path), "--input", "2x4", "--ratio", "0.5",
+                 "--steps", "2", "--data", "cli_models:loaders", "--epochs", "1", "--out", str(out), "--no-onnx"]) == 0
+    doc = json.loads((out / "report.json").read_text())
+    assert [e["step"] for e in doc["schedule"]] == [1, 2] and {h["step"] for h in doc["history"]} == {1, 2}
+    assert "## Iterative schedule" in (out / "report.md").read_text()
+    from cli_models import mlp
+
+    loaded = shrink.load(out, mlp())
+    assert loaded.net[0].out_features == 16 and loaded.net[2].out_features == 8
