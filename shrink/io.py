@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import __version__, _inputs, graph
+from ._atomic import atomic_folder
 from .errors import PlanMismatchError, ShrinkValueError
 from .hashing import state_hash
 from .plan import Plan
@@ -48,33 +47,27 @@ def save(result, folder: str | os.PathLike, *, overwrite: bool = False, extra: d
     Returns:
         The folder's path.
     """
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        write_into(result, tmp, extra=extra)
+    return Path(folder)
+
+
+def write_into(result, folder: Path, *, extra: dict | None = None) -> None:
+    """The files of `save`, written into an existing folder."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise ShrinkValueError(f"{str(folder)!r} already exists; choose a new folder or pass overwrite=True")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        state = _plain_state(result.model)
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "shrink": __version__})
-        doc = {
-            "shrink_version": __version__,
-            "torch_version": torch.__version__,
-            "weights_sha256": state_hash(state),
-            "before": result.before.to_dict(),
-            "after": result.after.to_dict(),
-            **result.plan.to_dict(),
-            **(extra or {}),
-        }
-        (tmp / PLAN).write_text(json.dumps(doc, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    state = _plain_state(result.model)
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "shrink": __version__})
+    doc = {
+        "shrink_version": __version__,
+        "torch_version": torch.__version__,
+        "weights_sha256": state_hash(state),
+        "before": result.before.to_dict(),
+        "after": result.after.to_dict(),
+        **result.plan.to_dict(),
+        **(extra or {}),
+    }
+    (folder / PLAN).write_text(json.dumps(doc, indent=1))
 
 
 def read_plan_json(folder: str | os.PathLike) -> dict:

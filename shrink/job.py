@@ -5,19 +5,18 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from torch import nn
 
 from . import report
+from ._atomic import atomic_folder
 from .bench import benchmark
 from .compress import compress
 from .errors import ShrinkValueError
 from .export import export_onnx
-from .io import save
+from .io import write_into
 from .iterative import compress_iteratively
 from .train import evaluate, fit
 
@@ -63,7 +62,7 @@ def compress_to_folder(
         The report's numbers (as in ``report.json``).
     """
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite:  # before any work, not after it
         raise ShrinkValueError(f"{str(out)!r} already exists; choose another --out or pass --force to replace it")
     accuracy, history = {}, []
     if val_loader is not None:
@@ -96,10 +95,8 @@ def compress_to_folder(
             if val_loader is not None:
                 stage = "after fine-tuning" + (" (distilled)" if teacher is not None else "")
                 accuracy[stage] = evaluate(result.model, val_loader)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        save(result, tmp, overwrite=True, extra={"model_factory": model_spec} if model_spec else None)
+    with atomic_folder(out, overwrite=overwrite, hint="pass --force") as tmp:
+        write_into(result, tmp, extra={"model_factory": model_spec} if model_spec else None)
         files = {"model.safetensors": (tmp / "model.safetensors").stat().st_size}
         export = None
         if onnx:
@@ -114,11 +111,5 @@ def compress_to_folder(
                     "distill": distill if finetune_epochs else None}
         doc = report.write(tmp, result, settings=settings, export=export, bench=bench_report,
                            accuracy=accuracy, history=history, files=files, schedule=schedule)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     doc["out"] = str(out)
     return doc
