@@ -50,10 +50,10 @@ SUITE = {
 }
 
 
-def _variants(ratios, conv):
+def _variants(ratios, conv, round_tos):
     out = [(r, None) for r in ratios]
-    if conv and 0.5 in ratios:
-        out.append((0.5, 8))  # odd widths can fall off fast kernels: the same cut rounded to multiples of 8
+    if conv:  # odd widths can fall off fast kernels (ORT's NCHWc blocks are 8 or 16 channels wide)
+        out += [(r, n) for n in round_tos for r in ratios if r == 0.5 or len(ratios) <= 2]
     return out
 
 
@@ -66,11 +66,13 @@ def main() -> None:
     parser.add_argument("--batch", action="append", type=int)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--quick", action="store_true", help="few iterations, to check the script runs")
+    parser.add_argument("--round-to", nargs="*", type=int, default=[8], help="round_to variants for conv nets")
+    parser.add_argument("--name", default="", help="suffix of the results file")
     args = parser.parse_args()
     runtimes = tuple(args.runtime or ("torch", "onnxruntime"))
     batches = tuple(args.batch or (1, 32))
     results, started = [], time.perf_counter()
-    out_md = HERE / "results" / f"latency_{args.device}.md"
+    out_md = HERE / "results" / f"latency_{args.device}{'_' + args.name if args.name else ''}.md"
     out_md.parent.mkdir(exist_ok=True)
     for name in args.models:
         factory, make_inputs, conv = SUITE[name]
@@ -80,7 +82,7 @@ def main() -> None:
             models = {"dense": dense}
             parity = {"dense": shrink.export_onnx(dense, x, Path(tmp) / "dense.onnx").max_rel_diff}
             sizes = {}
-            for ratio, round_to in _variants(args.ratios, conv):
+            for ratio, round_to in _variants(args.ratios, conv, args.round_to):
                 key = f"{ratio}" + (f" r{round_to}" if round_to else "")
                 result = shrink.compress(dense, x, ratio=ratio, round_to=round_to)
                 models[key] = result.model
@@ -126,7 +128,7 @@ def _write(path: Path, rows: list, machine: dict, args, seconds: float) -> None:
     head = " · ".join(f"{k}: {v}" for k, v in machine.items() if k != "onnxruntime_providers")
     lines = [f"# Latency before and after ({args.device})", "", head, "",
              f"Images {IMAGE}x{IMAGE}, BERT sequence 64; p50 of {'5' if args.quick else '50 (batch 1) / 10 (larger)'} "
-             f"timed calls after warm-up; variant = ratio (r8: round_to=8); efficiency = speed-up ÷ MAC ratio; "
+             f"timed calls after warm-up; variant = ratio (rN: round_to=N); efficiency = speed-up ÷ MAC ratio; "
              f"parity = worst relative max difference of the dense and shrunk ONNX files against PyTorch. "
              f"Suite took {seconds:.0f} s.", "",
              "| model | variant | runtime | batch | params | MACs | MAC ratio | p50 before ms | p50 after ms | "

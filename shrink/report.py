@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from pathlib import Path
 
 import torch
 
 from . import __version__
+
+log = logging.getLogger(__name__)
 
 
 def _fmt(n: float) -> str:
@@ -44,9 +47,12 @@ def write(folder: str | Path, result, *, settings: dict, export=None, bench=None
                history=history or [], schedule=schedule or [])
     (folder / "report.json").write_text(json.dumps(doc, indent=1, default=str))
     (folder / "report.md").write_text(_markdown(doc, result, export, bench))
-    plots = [_widths_plot(folder / "widths.png", result.plan.widths)]
-    if bench is not None:
-        plots.append(bench.plot(folder / "latency.png"))
+    try:
+        _widths_plot(folder / "widths.png", result.plan.widths)
+        if bench is not None:
+            bench.plot(folder / "latency.png")
+    except ImportError:  # matplotlib is the optional [plots] extra
+        log.warning("matplotlib is not installed: no plots written (pip install 'shrink[plots]')")
     return doc
 
 
