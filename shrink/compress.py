@@ -230,8 +230,9 @@ def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch
         layer = stack[-1] if stack else "?"
         cause = exc.__cause__ or exc
         raise ShrinkValueError(
-            f"the cut model fails in layer {layer!r}: {type(cause).__name__}: {cause}. "
-            f"Keep it whole with ignore=[{layer!r}] and report the model to shrink."
+            f"the cut model fails in layer {layer!r}: {type(cause).__name__}: {cause}. It reads a narrowed "
+            f"width through something shrink cannot cut (a buffer, a hard-coded shape): keep the layer that "
+            f"produces its input whole with ignore=[...] (shrink.analyze shows the groups it belongs to)."
         ) from cause
     finally:
         for h in handles:

@@ -76,25 +76,31 @@ def test_unknown_ignore_name_suggests_close_ones():
         shrink.compress(Residual(), torch.randn(1, 3, 8, 8), ignore=["layer1.0.conv"])
 
 
-class _Weird(nn.Module):
-    """A layer torch-pruning does not know, whose forward needs its width unchanged."""
+class _Gain(nn.Module):
+    """Multiplies by a fixed-size buffer: narrowing its input breaks it (buffers are not cut)."""
 
-    def __init__(self):
+    def __init__(self, n):
         super().__init__()
-        self.fc1 = nn.Linear(4, 8)
-        self.scale = nn.Parameter(torch.ones(8, 8))
-        self.fc2 = nn.Linear(8, 2)
+        self.register_buffer("g", torch.linspace(0.5, 1.5, n))
 
     def forward(self, x):
-        h = self.fc1(x)
-        return self.fc2(h @ self.scale)
+        return x * self.g
+
+
+class _WithBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 16)
+        self.gain = _Gain(16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.gain(self.fc(x))))
 
 
 def test_layer_that_breaks_is_named_with_fix():
-    model = _Weird()
-    try:
-        result = shrink.compress(model, torch.randn(2, 4), ratio=0.5)
-    except shrink.ShrinkError as exc:
-        assert "ignore=" in str(exc)
-    else:  # torch-pruning handled it; then the cut model must still run and keep its output
-        assert result.model(torch.randn(2, 4)).shape == (2, 2)
+    model = _WithBuffer()
+    with pytest.raises(shrink.ShrinkValueError, match=r"fails in layer 'gain'.*ignore="):
+        shrink.compress(model, torch.randn(2, 4), ratio=0.5)
+    result = shrink.compress(model, torch.randn(2, 4), ratio=0.5, ignore=["fc"])
+    assert result.model.fc.out_features == 16
