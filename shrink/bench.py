@@ -1,9 +1,10 @@
 """`benchmark`: latency before and after, in PyTorch eager and ONNX Runtime, on CPU and CUDA.
 
-Timing is honest by construction: warm-up iterations first, then one measurement per
-iteration (``perf_counter`` on CPU; CUDA events on the GPU, synchronised), percentiles over
-those, the thread count set and written beside each row, and rows that cannot run reported as
-skipped with the reason instead of silently missing.
+Timing is honest by construction: warm-up iterations first, then one measurement per call
+(``perf_counter`` on CPU; CUDA events on the GPU, synchronised), the models of one configuration
+timed call by call in turn so that before and after share the machine's conditions, percentiles
+over those, the thread count set and written beside each row, and rows that cannot run reported
+as skipped with the reason instead of silently missing.
 """
 
 from __future__ import annotations
@@ -151,32 +152,6 @@ class BenchReport:
         return path
 
 
-def _time(fn, sync, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _time_cuda(fn, warmup: int, iters: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for start, end in events:
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in events]
-
-
 def _row(model, runtime, device, batch, threads, times) -> BenchRow:
     t = np.asarray(times)
     mean = float(t.mean())
@@ -198,37 +173,32 @@ def _to(inputs, device, dtype=None):
     return tuple(one(a) for a in args)
 
 
-def _torch_row(name, model, inputs, runtime, device, batch, threads, warmup, iters) -> BenchRow:
-    dtype = torch.float16 if runtime == "torch-fp16" else None
+def _torch_call(model, inputs, runtime, device):
+    """A no-argument call running the model once (on a private copy), or the reason it cannot run."""
     if runtime == "torch-fp16" and device != "cuda":
-        return BenchRow(name, runtime, device, batch, threads, skipped="fp16 is timed on CUDA only")
+        return "fp16 is timed on CUDA only"
     import copy
 
+    dtype = torch.float16 if runtime == "torch-fp16" else None
     m = copy.deepcopy(model).to(device).eval()
     if dtype is not None:
         m = m.to(dtype)
-    x = _to(inputs, device, dtype)
-    args, kwargs = _inputs.call_args(x)
+    args, kwargs = _inputs.call_args(_to(inputs, device, dtype))
 
     def call():
-        m(*args, **kwargs)
+        with torch.inference_mode():
+            m(*args, **kwargs)
 
-    with torch.inference_mode():
-        if device == "cuda":
-            times = _time_cuda(call, warmup, iters)
-        else:
-            times = _time(call, lambda: None, warmup, iters)
-    return _row(name, runtime, device, batch, threads, times)
+    return call
 
 
-def _ort_row(name, onnx_path, inputs, names, device, batch, threads, warmup, iters) -> BenchRow:
+def _ort_call(onnx_path, inputs, names, device, threads):
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return BenchRow(name, "onnxruntime", device, batch, threads,
-                            skipped="no CUDAExecutionProvider (install the onnxruntime-gpu extra)")
+            return "no CUDAExecutionProvider (install the onnxruntime-gpu extra)"
         providers = ["CUDAExecutionProvider"]
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -238,8 +208,40 @@ def _ort_row(name, onnx_path, inputs, names, device, batch, threads, warmup, ite
     args, kwargs = _inputs.call_args(inputs)
     tensors = dict(zip(names, [*args, *kwargs.values()]))
     feeds = {i.name: tensors[i.name].cpu().numpy() for i in session.get_inputs()}
-    times = _time(lambda: session.run(None, feeds), lambda: None, warmup, iters)
-    return _row(name, "onnxruntime", device, batch, threads, times)
+    return lambda: session.run(None, feeds)  # returns host arrays: synchronous on every provider
+
+
+def _interleaved(calls: dict, device: str, warmup: int, iters: int) -> dict[str, list[float]]:
+    """Time every call ``iters`` times, round-robin, so each model sees the same machine conditions.
+
+    Timing each model in its own block lets drift (other load, clock changes) pass for a
+    speed-up; alternating calls pairs them under the same conditions. The order rotates each
+    round so no model always runs first.
+    """
+    names = list(calls)
+    if not names:
+        return {}
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    times = {name: [] for name in names}
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    for i in range(iters):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                calls[name]()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                calls[name]()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def benchmark(
@@ -290,27 +292,37 @@ def benchmark(
     previous = torch.get_num_threads()
     threads = threads or previous
     torch.set_num_threads(threads)
-    rows: list[BenchRow] = []
-    tasks = [(n, rt, dev, b) for n in models for rt in runtimes for dev in devices for b in batch_sizes]
+    rows: dict[tuple, BenchRow] = {}
+    configs = [(rt, dev, b) for rt in runtimes for dev in devices for b in batch_sizes]
     try:
-        with tempfile.TemporaryDirectory() as tmp, progress_bar(progress, len(tasks), "benchmark") as advance:
+        with tempfile.TemporaryDirectory() as tmp, progress_bar(progress, len(configs), "benchmark") as advance:
             onnx_paths: dict[str, Path] = {}
-            for name, rt, dev, b in tasks:
-                rows.append(_one(name, models[name], rt, dev, b, example_inputs, threads, warmup, iters, tmp, onnx_paths))
-                advance(f"{name} {rt} {dev} b{b}")
+            for rt, dev, b in configs:
+                calls = {}
+                for name, model in models.items():
+                    call = _prepare(name, model, rt, dev, b, example_inputs, threads, tmp, onnx_paths)
+                    if isinstance(call, str):
+                        rows[(name, rt, dev, b)] = BenchRow(name, rt, dev, b, threads, skipped=call)
+                    else:
+                        calls[name] = call
+                for name, times in _interleaved(calls, dev, warmup, iters).items():
+                    rows[(name, rt, dev, b)] = _row(name, rt, dev, b, threads, times)
+                advance(f"{rt} {dev} b{b}")
     finally:
         torch.set_num_threads(previous)
-    return BenchReport(tuple(rows), machine_info() | {"threads": threads})
+    ordered = [rows[(n, rt, dev, b)] for n in models for rt in runtimes for dev in devices for b in batch_sizes]
+    return BenchReport(tuple(ordered), machine_info() | {"threads": threads})
 
 
-def _one(name, model, runtime, device, batch, example_inputs, threads, warmup, iters, tmp, onnx_paths) -> BenchRow:
+def _prepare(name, model, runtime, device, batch, example_inputs, threads, tmp, onnx_paths):
+    """A call that runs ``model`` once at ``batch``, or the reason the row is skipped."""
     if device == "cuda" and not torch.cuda.is_available():
-        return BenchRow(name, runtime, device, batch, threads, skipped="CUDA is not available")
+        return "CUDA is not available"
     inputs = with_batch(example_inputs, batch)
     if runtime.startswith("torch"):
         if not isinstance(model, nn.Module):
-            return BenchRow(name, runtime, device, batch, threads, skipped="an ONNX file has no PyTorch runtime")
-        return _torch_row(name, model, inputs, runtime, device, batch, threads, warmup, iters)
+            return "an ONNX file has no PyTorch runtime"
+        return _torch_call(model, inputs, runtime, device)
     if isinstance(model, nn.Module):
         names = input_names(model, example_inputs)
         if name not in onnx_paths:
@@ -323,4 +335,4 @@ def _one(name, model, runtime, device, batch, example_inputs, threads, warmup, i
         import onnx
 
         names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-    return _ort_row(name, path, inputs, names, device, batch, threads, warmup, iters)
+    return _ort_call(path, inputs, names, device, threads)
