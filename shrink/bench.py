@@ -204,6 +204,9 @@ def _ort_call(onnx_path, inputs, names, device, threads):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Sessions are timed in turn; a session's idle threads must not spin and steal the cores
+    # from the one running (spinning would make every model but the first look slow).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=providers)
     args, kwargs = _inputs.call_args(inputs)
     tensors = dict(zip(names, [*args, *kwargs.values()]))

@@ -115,16 +115,24 @@ def test_usage_error_exit_code():
 
 
 def test_real_subprocess(tmp_path, ckpt):
-    _, path = ckpt
+    model, path = ckpt
     env = {**__import__("os").environ, "PYTHONPATH": str(HERE)}
-    proc = subprocess.run([sys.executable, "-m", "shrink.cli", "analyze", "--model", "cli_models:mlp",
-                           "--weights", str(path), "--input", "1x4"], capture_output=True, text=True, env=env,
-                          timeout=120)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "shrink.cli", "compress", "--model", "cli_models:mlp",
+                           "--weights", str(path), "--input", "2x4", "--ratio", "0.5", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "Prunable groups" in proc.stdout and "model output" in proc.stdout
+    from cli_models import mlp
+
+    loaded = shrink.load(out, mlp()).eval()
+    expected = shrink.compress(model, torch.randn(2, 4), ratio=0.5).model.eval()
+    x = torch.randn(7, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))
     bad = subprocess.run([sys.executable, "-m", "shrink.cli", "analyze", "--model", "cli_models:mlp",
                           "--input", "1x5"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "cannot run on the example inputs" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_demo_pipeline_quick(tmp_path):
