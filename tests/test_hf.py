@@ -73,3 +73,14 @@ def test_bert_attributes_follow_heads():
     result = shrink.compress(factory(), inputs(), ratio=0.5)
     attn = result.model.encoder.layer[0].attention.self
     assert attn.num_attention_heads == 2 and attn.all_head_size == 16 and attn.query.out_features == 16
+
+
+def test_export_with_several_integer_inputs_and_named_outputs(tmp_path):
+    factory, inputs = HF_MODELS["bert"]
+    model = factory()
+    x = {**inputs(), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
+    result = shrink.compress(model, x, ratio=0.5)
+    rep = shrink.export_onnx(result.model, x, tmp_path / "bert.onnx")
+    assert rep.input_names == ("input_ids", "attention_mask")
+    assert [o.name for o in rep.outputs] == ["last_hidden_state", "pooler_output"]
+    assert rep.max_rel_diff <= 1e-4
