@@ -182,8 +182,3 @@ def _set_attributes(block: AttentionBlock) -> None:
     for name, value in values.items():
         if isinstance(getattr(block.module, name, None), int):
             setattr(block.module, name, value)
-
-
-def attributes_of(block: AttentionBlock) -> dict[str, int]:
-    """The head-count attributes as they are now, for the plan and the report."""
-    return {"num_heads": block.num_heads, "num_kv_heads": block.num_kv_heads, "head_dim": block.head_dim}

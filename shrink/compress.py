@@ -157,9 +157,9 @@ def compress(
     work = model if inplace else clone(model)
     before, outputs = count(work, example_inputs, return_outputs=True)
     shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
-    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)
+    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)
     # Step 1: rank every group on the trained weights and choose what goes.
     steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
@@ -180,8 +180,7 @@ def compress(
         settings={
             "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
             "scope": scope, "norm": norm, "reinit": reinit, "round_to": round_to,
-            "ignore": sorted(traced.names.get(m, str(m)) if isinstance(m, nn.Module) else m for m in
-                             ([ignore] if isinstance(ignore, (str, nn.Module)) else list(ignore))),
+            "ignore": graph.ignore_names(work, ignore),
             "seed": seed,
         },
         source_sha256=source_sha256,

@@ -137,10 +137,6 @@ def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dy
         torch.onnx.export(model, args, str(path), kwargs=kwargs or None, **options)
 
 
-def _onnx_outputs(session, feeds) -> list:
-    return session.run(None, feeds)
-
-
 def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, atol: float) -> tuple[OutputParity, ...]:
     """Run the file in ONNX Runtime (CPU) and PyTorch on each set of inputs; compare every output."""
     import numpy as np
@@ -158,7 +154,7 @@ def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, at
         feeds = {n: tensors[n].detach().cpu().numpy() for n in session_inputs}
         with torch.no_grad():
             expected = list(_inputs.flatten_outputs(_inputs.run(model, inputs)).values())
-        got = _onnx_outputs(session, feeds)
+        got = session.run(None, feeds)
         if len(got) != len(expected):
             raise ParityError(f"ONNX Runtime returned {len(got)} outputs where PyTorch returns {len(expected)}")
         for name, e, g in zip(out_names, expected, got):

@@ -54,6 +54,13 @@ class Traced:
     kept: dict[str, str] = field(default_factory=dict)
 
 
+def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
+    """``ignore`` as sorted qualified names (for plans and reports)."""
+    names = {m: n for n, m in model.named_modules()}
+    items = [ignore] if isinstance(ignore, (str, nn.Module)) else list(ignore)
+    return sorted(names.get(i, type(i).__name__) if isinstance(i, nn.Module) else str(i) for i in items)
+
+
 def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
     """Modules named or given in ``ignore``, with all their submodules."""
     if isinstance(ignore, (str, nn.Module)):
@@ -156,12 +163,6 @@ def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:
 
 def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
-
-
-def _name(dg, names: dict, module) -> str:
-    if isinstance(module, nn.Parameter):
-        return dg._param_to_name.get(module, "parameter")
-    return names.get(module) or type(module).__name__.lstrip("_")
 
 
 def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:

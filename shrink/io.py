@@ -81,11 +81,6 @@ def read_plan_json(folder: str | os.PathLike) -> dict:
         raise PlanMismatchError(f"{str(path)!r} is not valid JSON: {exc}") from exc
 
 
-def read_plan(folder: str | os.PathLike) -> Plan:
-    """The plan stored in a folder written by `save`."""
-    return Plan.from_dict(read_plan_json(folder))
-
-
 def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Replay a saved plan on a fresh un-pruned model and load the saved weights into it.
 
@@ -130,7 +125,8 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     # Tied tensors are stored once: fill the other names from the tensor they share.
-    missing = [k for k in missing if not _is_alias(model, k)]
+    aliases = _aliases(model)
+    missing = [k for k in missing if k not in aliases]
     extra = sorted(set(state) - set(expected))
     wrong = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or extra or wrong:
@@ -142,7 +138,10 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     return model
 
 
-def _is_alias(model: nn.Module, key: str) -> bool:
-    """True if ``key`` names a tensor that another state_dict entry also holds (tied weights)."""
+def _aliases(model: nn.Module) -> set[str]:
+    """state_dict names of tensors that another name also holds (tied weights are stored once)."""
     state = model.state_dict(keep_vars=True)
-    return any(other is state[key] for k, other in state.items() if k != key)
+    seen: dict[int, int] = {}
+    for value in state.values():
+        seen[id(value)] = seen.get(id(value), 0) + 1
+    return {k for k, v in state.items() if seen[id(v)] > 1}
