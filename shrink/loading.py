@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,6 +24,8 @@ def build_model(spec: str) -> nn.Module:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ShrinkValueError(f"--model must look like 'package.module:factory'; got {spec!r}")
+    if os.getcwd() not in sys.path:  # console scripts do not see the current folder; `python -m` does
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

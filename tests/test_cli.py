@@ -118,9 +118,14 @@ def test_real_subprocess(tmp_path, ckpt):
     model, path = ckpt
     env = {**__import__("os").environ, "PYTHONPATH": str(HERE)}
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "shrink.cli", "compress", "--model", "cli_models:mlp",
-                           "--weights", str(path), "--input", "2x4", "--ratio", "0.5", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    # The console script, run from the folder holding the factory's module, with no PYTHONPATH:
+    # what a user types. (Console scripts do not put the working folder on sys.path by themselves.)
+    script = Path(sys.executable).with_name("shrink")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "shrink.cli"]
+    plain_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([*command, "compress", "--model", "cli_models:mlp", "--weights", str(path),
+                           "--input", "2x4", "--ratio", "0.5", "--out", str(out)],
+                          capture_output=True, text=True, env=plain_env, cwd=HERE, timeout=300)
     assert proc.returncode == 0, proc.stderr
     from cli_models import mlp
 
