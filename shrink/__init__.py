@@ -18,7 +18,7 @@ from .masks import SparsifyReport, SparsityReport, make_permanent, prune_iterati
 from .sweep import SweepReport, sweep
 
 # recover accuracy
-from .train import evaluate, fit
+from .train import evaluate, fit, recalibrate_bn
 
 # store
 from .io import load, save
@@ -65,6 +65,7 @@ __all__ = [
     # recover accuracy
     "fit",
     "evaluate",
+    "recalibrate_bn",
     # store
     "save",
     "load",

@@ -18,7 +18,7 @@ from .errors import ShrinkValueError
 from .export import export_onnx
 from .io import write_into
 from .iterative import compress_iteratively
-from .train import evaluate, fit
+from .train import evaluate, fit, recalibrate_bn
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ def compress_to_folder(
                           initial_state=initial_state, ignore=ignore, round_to=round_to)
         if val_loader is not None:
             accuracy["after cut"] = evaluate(result.model, val_loader)
+        if train_loader is not None and recalibrate_bn(result.model, train_loader) and val_loader is not None:
+            accuracy["after cut + BatchNorm recalibration"] = evaluate(result.model, val_loader)
         if train_loader is not None and finetune_epochs > 0:
             history = fit(result.model, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
                           val_loader=val_loader, progress=progress)

@@ -31,6 +31,36 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str = "cpu") -> floa
     return correct / total
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable, *, batches: int | None = None, device: str = "cpu") -> int:
+    """Recompute every BatchNorm's running statistics on data, without a gradient step.
+
+    Cutting channels changes what each BatchNorm sees downstream; its stored mean and variance
+    then describe a model that no longer exists. This resets them and averages over ``batches``
+    batches of ``loader`` (all, by default), with equal weight per batch.
+
+    Returns:
+        How many BatchNorm layers were recalibrated (0 leaves the model untouched).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.to(device).train()
+    for i, (x, _) in enumerate(loader):
+        if batches is not None and i >= batches:
+            break
+        model(x.to(device))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(norms)
+
+
 def distillation_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):
     """Hinton et al. 2015: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy."""
     soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.softmax(teacher_logits / temperature, dim=1),
