@@ -107,8 +107,12 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
         return list(found.values())
 
     customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+    config = getattr(model, "config", None)
+    use_cache = getattr(config, "use_cache", None)
     root_types = _ROOT_TYPES + tuple(customized)
     try:
+        if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
+            config.use_cache = False
         with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
             dg = tp.DependencyGraph().build_dependency(
@@ -126,6 +130,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
             f"tracing the model's dependency graph failed: {type(exc).__name__}: {exc}. "
             "If one layer causes this, keep it whole with ignore=['its.qualified.name']."
         ) from exc
+    finally:
+        if use_cache:
+            config.use_cache = use_cache
 
     names = {m: n for n, m in model.named_modules()}
     blocks = [b for b in find_blocks(model) if b.module not in ignored]

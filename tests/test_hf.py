@@ -84,3 +84,12 @@ def test_export_with_several_integer_inputs_and_named_outputs(tmp_path):
     assert rep.input_names == ("input_ids", "attention_mask")
     assert [o.name for o in rep.outputs] == ["last_hidden_state", "pooler_output"]
     assert rep.max_rel_diff <= 1e-4
+
+
+def test_kv_cache_is_switched_off_for_tracing_only():
+    factory, inputs = HF_MODELS["llama"]
+    model = factory()
+    model.config.use_cache = True  # the Hugging Face default for causal LMs
+    result = shrink.compress(model, inputs(), ratio=0.5)
+    assert model.config.use_cache is True and result.model.config.use_cache is True
+    assert result.after.params < result.before.params
