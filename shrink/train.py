@@ -45,19 +45,26 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, *, batches: int | None = 
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     momenta = [m.momentum for m in norms]
     was_training = model.training
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches seen
     model.to(device).train()
+    seen = 0
     for i, (x, _) in enumerate(loader):
         if batches is not None and i >= batches:
             break
         model(x.to(device))
+        seen += 1
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
+    if seen == 0:  # never leave reset statistics behind
+        for m, state in zip(norms, saved):
+            m.load_state_dict(state)
+        raise ShrinkValueError("recalibrate_bn got no batches from the loader; pass a loader of (inputs, labels)")
     return len(norms)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import shrink
-from models import ConvBN, TinyMLP
+from models import ConvBN, TinyMLP, randomize_bn
 from shrink.train import distillation_loss
 
 
@@ -54,3 +54,11 @@ def test_recalibrate_bn_without_bn_is_a_no_op():
 def test_evaluate_empty_loader_is_a_clear_error():
     with pytest.raises(shrink.ShrinkValueError, match="no samples"):
         shrink.evaluate(TinyMLP(), [])
+
+
+def test_recalibrate_bn_with_an_empty_loader_leaves_statistics_alone():
+    model = randomize_bn(ConvBN())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(shrink.ShrinkValueError, match="no batches"):
+        shrink.recalibrate_bn(model, [])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
