@@ -132,3 +132,32 @@ def from_spec(spec: Mapping) -> ExampleInputs:
             raise ShrinkValueError("a plan records either positional or keyword inputs, not both")
         return kwargs
     return args[0] if len(args) == 1 else args
+
+
+def batch_of(example_inputs: ExampleInputs) -> int:
+    """Dimension 0 of the first input that has one (1 if none has)."""
+    args, kwargs = call_args(example_inputs)
+    return next((a.shape[0] for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.dim()), 1)
+
+
+def with_batch(example_inputs, batch: int, *, seed: int = 0):
+    """Inputs like the example but with ``batch`` rows: fresh random values of the same kind."""
+    args, kwargs = call_args(example_inputs)
+    g = torch.Generator().manual_seed(seed)
+
+    def one(t):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        shape = (batch, *t.shape[1:])
+        if t.is_floating_point():
+            return torch.randn(shape, generator=g).to(t.dtype).to(t.device)
+        if t.dtype == torch.bool:
+            return t[:1].expand(shape).clone()
+        high = int(t.max()) + 1 if t.numel() else 1
+        low = int(t.min()) if t.numel() else 0
+        return torch.randint(low, max(high, low + 1), shape, generator=g, dtype=t.dtype).to(t.device)
+
+    if kwargs:
+        return {k: one(v) for k, v in kwargs.items()}
+    out = tuple(one(a) for a in args)
+    return out[0] if isinstance(example_inputs, torch.Tensor) else out

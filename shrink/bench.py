@@ -24,7 +24,7 @@ from torch import nn
 from . import _inputs
 from ._progress import progress_bar
 from .errors import ShrinkTypeError, ShrinkValueError
-from .export import export_onnx, input_names, with_batch
+from .export import export_onnx, input_names
 
 RUNTIMES = ("torch", "torch-fp16", "onnxruntime")
 DEVICES = ("cpu", "cuda")
@@ -325,7 +325,7 @@ def _prepare(name, model, runtime, device, batch, example_inputs, threads, tmp, 
     """A call that runs ``model`` once at ``batch``, or the reason the row is skipped."""
     if device == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available"
-    inputs = with_batch(example_inputs, batch)
+    inputs = _inputs.with_batch(example_inputs, batch)
     if runtime.startswith("torch"):
         if not isinstance(model, nn.Module):
             return "an ONNX file has no PyTorch runtime"

@@ -24,7 +24,6 @@ from . import _inputs, graph
 from ._layers import is_hf_conv1d
 from .compress import Result
 from .errors import ShrinkError
-from .export import with_batch
 from .masks import make_permanent
 from .measure import count
 from .plan import Plan, Step
@@ -126,7 +125,7 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
     work = model if inplace else clone(model)
     make_permanent(work)
     before, reference = count(work, example_inputs, return_outputs=True)
-    second = with_batch(example_inputs, 3, seed=1)
+    second = _inputs.with_batch(example_inputs, 3, seed=1)
     with torch.no_grad():
         reference2 = _inputs.run(work, second)
     traced = graph.trace(work, example_inputs, outputs=reference)

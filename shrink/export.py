@@ -95,29 +95,6 @@ def input_names(model: nn.Module, example_inputs) -> list[str]:
     return [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
 
 
-def with_batch(example_inputs, batch: int, *, seed: int = 0):
-    """Inputs like the example but with ``batch`` rows: fresh random values of the same kind."""
-    args, kwargs = _inputs.call_args(example_inputs)
-    g = torch.Generator().manual_seed(seed)
-
-    def one(t):
-        if not isinstance(t, torch.Tensor) or t.dim() == 0:
-            return t
-        shape = (batch, *t.shape[1:])
-        if t.is_floating_point():
-            return torch.randn(shape, generator=g).to(t.dtype).to(t.device)
-        if t.dtype == torch.bool:
-            return t[:1].expand(shape).clone()
-        high = int(t.max()) + 1 if t.numel() else 1
-        low = int(t.min()) if t.numel() else 0
-        return torch.randint(low, max(high, low + 1), shape, generator=g, dtype=t.dtype).to(t.device)
-
-    if kwargs:
-        return {k: one(v) for k, v in kwargs.items()}
-    out = tuple(one(a) for a in args)
-    return out[0] if isinstance(example_inputs, torch.Tensor) else out
-
-
 def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dynamo, opset):
     dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if dynamic_batch else None
     options = dict(input_names=names, output_names=out_names, opset_version=opset, dynamo=dynamo)
@@ -232,10 +209,10 @@ def export_onnx(
     names = input_names(model, example_inputs)
     with torch.no_grad():
         out_names = list(_inputs.flatten_outputs(_inputs.run(model, example_inputs)))
-    batch = next((a.shape[0] for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.dim()), 1)
+    batch = _inputs.batch_of(example_inputs)
     checks = [example_inputs]
     if dynamic_batch:
-        checks.append(with_batch(example_inputs, batch + 2 if batch > 1 else 3, seed=1))
+        checks.append(_inputs.with_batch(example_inputs, batch + 2 if batch > 1 else 3, seed=1))
     order = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
     errors = []
     for dynamo in order:
@@ -252,7 +229,7 @@ def export_onnx(
             kind = "dynamo" if dynamo else "torchscript"
             log.info("exported %s with the %s exporter, max abs diff %.3g", path, kind, max(p.max_abs_diff for p in parity))
             return ExportReport(str(path), kind, opset_used, size, tuple(names), parity,
-                                tuple(sorted({_batch_of(c) for c in checks})), atol, dynamic_batch)
+                                tuple(sorted({_inputs.batch_of(c) for c in checks})), atol, dynamic_batch)
         except ParityError as exc:
             errors.append(exc)
         except ShrinkError:
@@ -266,8 +243,3 @@ def export_onnx(
         raise parity_errors[0]
     last = errors[-1]
     raise ShrinkValueError(f"ONNX export failed: {type(last).__name__}: {str(last)[:500]}") from last
-
-
-def _batch_of(inputs) -> int:
-    args, kwargs = _inputs.call_args(inputs)
-    return next((a.shape[0] for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.dim()), 1)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import nn
 
+from . import _inputs
 from .bench import benchmark
 from .compress import compress
 from .errors import ShrinkValueError
@@ -120,14 +121,7 @@ def sweep(
                 pruned = compress(model, example_inputs, ratio=min(float(ratio), 0.999), norm=norm).model
                 zeros = total - _weights(pruned)
             bench = benchmark({"m": pruned}, example_inputs, runtimes=("torch",), devices=("cpu",), batch_sizes=(
-                _batch(example_inputs),), warmup=3, iters=latency_iters, progress=False)
+                _inputs.batch_of(example_inputs),), warmup=3, iters=latency_iters, progress=False)
             rows.append(SweepRow(method, float(ratio), zeros / total, float(evaluate(pruned)), count_params(pruned),
                                  bench.rows[0].p50_ms))
     return SweepReport(tuple(rows))
-
-
-def _batch(example_inputs) -> int:
-    from . import _inputs
-
-    args, kwargs = _inputs.call_args(example_inputs)
-    return next((a.shape[0] for a in [*args, *kwargs.values()] if hasattr(a, "shape") and a.dim()), 1)
