@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -67,26 +68,18 @@ class _Padded(nn.Module):
         return self.head(torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3)))
 
 
-def test_constant_channel_read_by_padded_conv_is_kept():
-    model = _Padded(padding=1)
+@pytest.mark.parametrize("padding, kept_channels", [(1, 6), (0, 5)])
+def test_constant_channel_folds_only_into_unpadded_conv(padding, kept_channels):
+    """Zero padding makes a constant channel non-constant at the borders: then the unit must stay."""
+    model = _Padded(padding=padding)
     with torch.no_grad():
         model.a.weight[2] = 0
         model.a.bias[2] = 0.5
     x = torch.randn(2, 3, 8, 8)
     result = shrink.compact(model, x)
-    assert result.model.a.out_channels == 6
-    assert any("zero-padded" in reason for reason in result.plan.settings["kept"])
-    assert _close(result.model, model, x) <= 1e-6
-
-
-def test_constant_channel_read_by_unpadded_conv_is_folded():
-    model = _Padded(padding=0)
-    with torch.no_grad():
-        model.a.weight[2] = 0
-        model.a.bias[2] = 0.5
-    x = torch.randn(2, 3, 8, 8)
-    result = shrink.compact(model, x)
-    assert result.model.a.out_channels == 5 and _close(result.model, model, x) <= 1e-5
+    assert result.model.a.out_channels == kept_channels
+    assert any("zero-padded" in reason for reason in result.plan.settings["kept"]) == (padding == 1)
+    assert _close(result.model, model, x) <= 1e-5
 
 
 def test_batchnorm_shift_of_a_dead_filter_is_folded():
