@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shrink.bench import machine_info
+from shrink.deploy.bench import machine_info
 
 
 def machine() -> dict:

@@ -87,7 +87,7 @@ def child(name: str, tool: str) -> dict:
         "model": name, "tool": tool, "seconds": seconds,
         "extra_mb": (peak - rss0) / 1024, "model_mb": model_bytes / 2**20,
         "extra_x_model": (peak - rss0) * 1024 / model_bytes,
-        "params_after": shrink.measure.count_params(out),
+        "params_after": shrink.cut.measure.count_params(out),
     }
 
 

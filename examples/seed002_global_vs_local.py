@@ -16,7 +16,7 @@ import sys
 import torch
 
 import shrink
-from shrink.data import digits_loaders
+from shrink.app.data import digits_loaders
 from shrink.zoo import DigitsNet
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import shrink
-from shrink.data import digits_loaders
+from shrink.app.data import digits_loaders
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
 from _common import RESULTS, header  # noqa: E402

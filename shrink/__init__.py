@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._util.versions import __version__
 
 # inspect
-from .analyze import GraphReport, GroupInfo, analyze
+from .cut.analyze import GraphReport, GroupInfo, analyze
 
 # cut
-from .compress import Result, compress
-from .iterative import compress_iteratively
-from .plan import Plan, Step
+from .cut.compress import Result, compress
+from .cut.iterative import compress_iteratively
+from .cut.plan import Plan, Step
 
 # masks (the seeds' family) and the bridge back to physical size
-from .compact import compact
-from .masks import SparsifyReport, SparsityReport, make_permanent, prune_iteratively, sparsify, sparsity
-from .sweep import SweepReport, sweep
+from .masks.compact import compact
+from .masks.prune import SparsifyReport, SparsityReport, make_permanent, prune_iteratively, sparsify, sparsity
+from .masks.sweep import SweepReport, sweep
 
 # recover accuracy
-from .train import evaluate, fit, recalibrate_bn
+from .recover.train import evaluate, fit, recalibrate_bn
 
 # store
-from .io import load, save
+from .deploy.store import load, save
 
 # export
-from .export import ExportReport, OutputParity, export_onnx
+from .deploy.export import ExportReport, OutputParity, export_onnx
 
 # measure
-from .bench import BenchReport, BenchRow, benchmark
-from .measure import Size, count
+from .deploy.bench import BenchReport, BenchRow, benchmark
+from .cut.measure import Size, count
 
 # errors
 from .errors import (

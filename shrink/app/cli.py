@@ -1,0 +1,248 @@
+"""`shrink analyze | compress | export | bench | demo`: arguments in, one public call per command.
+
+Exit codes: 0 ok, 1 a check failed (ONNX parity), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import CheckFailedError, ShrinkError, ShrinkValueError
+
+
+def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required, help="package.module:factory returning the un-pruned model")
+    p.add_argument("--weights", help="state_dict as .pt/.pth (loaded weights_only) or .safetensors")
+    p.add_argument("--input", action="append", default=[], metavar="SHAPE",
+                   help="example input: 1x3x224x224, int64:1x16, or name=int64:1x16 (repeat for several)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shrink", description="Make trained PyTorch models physically smaller.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="print the prunable groups and the layers kept whole")
+    _model_args(p)
+    p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    p = sub.add_parser("compress", help="compress a checkpoint into an output folder")
+    _model_args(p)
+    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--scope", choices=["local", "global"], default="local")
+    p.add_argument("--norm", type=int, choices=[1, 2], default=1)
+    p.add_argument("--reinit", choices=["trained", "initial", "random"], default="trained")
+    p.add_argument("--initial", help="state_dict from before training (for --reinit initial)")
+    p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
+    p.add_argument("--round-to", type=int)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="export and check ONNX")
+    p.add_argument("--bench", action="store_true", help="benchmark latency before/after")
+    p.add_argument("--data", help="package.module:loaders returning (train_loader, val_loader)")
+    p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (needs --data)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--no-distill", action="store_true", help="fine-tune on labels only")
+    p.add_argument("--steps", type=int, default=1, help="reach --ratio in this many cut + fine-tune rounds")
+    p.add_argument("--force", action="store_true", help="replace an existing --out folder")
+
+    p = sub.add_parser("export", help="export a model or a shrink folder to a checked ONNX file")
+    p.add_argument("source", nargs="?", help="a shrink output folder (else --model)")
+    _model_args(p, required=False)
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--static-batch", action="store_true")
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser("bench", help="latency of models, shrink folders or .onnx files")
+    p.add_argument("sources", nargs="*", help="shrink output folders and/or .onnx files")
+    _model_args(p, required=False)
+    p.add_argument("--runtime", action="append", choices=["torch", "torch-fp16", "onnxruntime"])
+    p.add_argument("--device", action="append", choices=["cpu", "cuda"])
+    p.add_argument("--batch", action="append", type=int)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--markdown", help="also write the table to this file")
+
+    p = sub.add_parser("demo", help="the whole job on the bundled digits, no arguments needed")
+    p.add_argument("--out", default="shrink-demo")
+    p.add_argument("--quick", action="store_true", help="a reduced setting (for tests)")
+    return parser
+
+
+def _model(args):
+    from . import loading
+
+    model = loading.build_model(args.model)
+    if args.weights:
+        loading.load_weights(model, loading.read_state_dict(args.weights), source=f"--weights {args.weights}")
+    return model.eval()
+
+
+def _folder_model(folder: str, args):
+    """Rebuild a compressed model from a shrink folder (its factory from plan.json, or --model)."""
+    from ..deploy import store
+    from . import loading
+
+    doc = store.read_plan_json(folder)
+    spec = args.model or doc.get("model_factory")
+    if not spec:
+        raise ShrinkValueError(f"{folder!r} does not record its model factory; pass --model package.module:factory")
+    return store.load(folder, loading.build_model(spec)).eval(), doc
+
+
+def _inputs_for(args, doc=None):
+    from .._util import inputs as _inputs
+    from . import loading
+
+    if args.input:
+        return loading.parse_inputs(args.input)
+    if doc is not None:
+        return _inputs.from_spec(doc["inputs"])
+    return loading.parse_inputs([])
+
+
+def cmd_analyze(args) -> int:
+    from ..cut.analyze import analyze
+
+    report = analyze(_model(args), _inputs_for(args), ignore=args.ignore)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report)
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from . import loading
+    from .job import compress_to_folder
+
+    model = _model(args)
+    initial = None
+    if args.reinit == "initial":
+        if not args.initial:
+            raise ShrinkValueError("--reinit initial needs --initial, the state_dict saved before training")
+        initial = loading.read_state_dict(args.initial)
+    train_loader = val_loader = None
+    if args.data:
+        train_loader, val_loader = _loaders(args.data)
+    doc = compress_to_folder(
+        model, _inputs_for(args), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm, reinit=args.reinit,
+        initial_state=initial, ignore=args.ignore, round_to=args.round_to, onnx=args.onnx, bench=args.bench,
+        train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
+        distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
+    )
+    _print_summary(doc)
+    return 0
+
+
+def _loaders(spec: str):
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ShrinkValueError(f"--data {spec!r}: cannot import {attr!r} from {module_name!r}: {exc}") from exc
+    loaders = fn()
+    if not isinstance(loaders, (tuple, list)) or len(loaders) != 2:
+        raise ShrinkValueError(f"--data {spec!r} must return (train_loader, val_loader)")
+    return loaders
+
+
+def _print_summary(doc: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"shrink → {doc.get('out', '')}", title_justify="left")
+    for col in ("", "before", "after", "ratio"):
+        table.add_column(col)
+    for key in ("params", "macs"):
+        d = doc[key]
+        table.add_row(key, f"{d['before']:,}", f"{d['after']:,}", f"÷{d['ratio']:.2f}")
+    for stage, acc in doc.get("accuracy", {}).items():
+        table.add_row(f"accuracy {stage}", "", f"{acc:.2%}", "")
+    for row in doc.get("latency", []):
+        table.add_row(f"p50 {row['runtime']} {row['device']} b{row['batch']}", "", f"×{row['speedup']:.2f} faster",
+                      f"eff {row['efficiency']:.2f}")
+    if doc.get("export"):
+        table.add_row("ONNX parity (max rel diff)", "", f"{doc['export']['max_rel_diff']:.1e}", "")
+    Console().print(table)
+
+
+def cmd_export(args) -> int:
+    from ..deploy.export import export_onnx
+
+    if args.source:
+        model, doc = _folder_model(args.source, args)
+    elif args.model:
+        model, doc = _model(args), None
+    else:
+        raise ShrinkValueError("give a shrink output folder or --model package.module:factory")
+    rep = export_onnx(model, _inputs_for(args, doc), args.out, dynamic_batch=not args.static_batch,
+                      atol=args.atol, overwrite=args.force)
+    print(f"wrote {rep.path} ({rep.exporter} exporter, opset {rep.opset}, {rep.file_bytes / 2**20:.2f} MiB); "
+          f"ONNX Runtime max abs diff {rep.max_abs_diff:.2e}, max rel diff {rep.max_rel_diff:.2e}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ..deploy.bench import benchmark
+
+    models, doc = {}, None
+    if args.model:
+        models["model"] = _model(args)
+    for source in args.sources:
+        path = Path(source)
+        if path.suffix == ".onnx":
+            models[path.stem] = str(path)
+        else:
+            models[path.name], doc = _folder_model(source, args)
+    if not models:
+        raise ShrinkValueError("nothing to benchmark: give --model, shrink folders or .onnx files")
+    rep = benchmark(models, _inputs_for(args, doc), runtimes=tuple(args.runtime or ("torch", "onnxruntime")),
+                    devices=tuple(args.device or ("cpu", "cuda")), batch_sizes=tuple(args.batch or (1, 32)),
+                    threads=args.threads, warmup=args.warmup, iters=args.iters)
+    print(rep.to_markdown())
+    if args.markdown:
+        Path(args.markdown).write_text(rep.to_markdown())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    doc = run_demo(args.out, quick=args.quick)
+    _print_summary(doc)
+    return 0
+
+
+COMMANDS = {"analyze": cmd_analyze, "compress": cmd_compress, "export": cmd_export, "bench": cmd_bench,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except CheckFailedError as exc:
+        if args.debug:
+            raise
+        print(f"shrink: check failed: {exc}", file=sys.stderr)
+        return 1
+    except ShrinkError as exc:
+        if args.debug:
+            raise
+        print(f"shrink: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The main job in one call: compress, recover accuracy, save, export, benchmark, report."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from torch import nn
+
+from . import report
+from .._util.atomic import atomic_folder
+from ..deploy.bench import benchmark
+from ..cut.compress import compress
+from ..errors import ShrinkValueError
+from ..deploy.export import export_onnx
+from ..deploy.store import write_into
+from ..cut.iterative import compress_iteratively
+from ..recover.train import evaluate, fit, recalibrate_bn
+
+log = logging.getLogger(__name__)
+
+
+def compress_to_folder(
+    model: nn.Module,
+    example_inputs,
+    out: str | os.PathLike,
+    *,
+    ratio=0.5,
+    scope: str = "local",
+    norm: int = 1,
+    reinit: str = "trained",
+    initial_state=None,
+    ignore: Iterable = (),
+    round_to: int | None = None,
+    onnx: bool = True,
+    bench: bool = False,
+    bench_batch_sizes=(1, 32),
+    bench_iters: int = 50,
+    train_loader=None,
+    val_loader=None,
+    finetune_epochs: int = 0,
+    lr: float = 1e-3,
+    distill: bool = True,
+    steps: int = 1,
+    overwrite: bool = False,
+    model_spec: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Compress ``model`` and write everything a deployment needs into the folder ``out``.
+
+    Writes ``model.safetensors``, ``plan.json``, ``model.onnx`` (parity-checked, with ``onnx``),
+    ``report.md``, ``report.json`` and plots. Everything is written into a temporary folder
+    first and renamed at the end, so a failure leaves ``out`` as it was.
+
+    With ``steps > 1`` the cut is made in that many rounds (`compress_iteratively`), fine-tuning
+    ``finetune_epochs`` after each round when data is given; the schedule goes in the report.
+
+    Returns:
+        The report's numbers (as in ``report.json``).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:  # before any work, not after it
+        raise ShrinkValueError(f"{str(out)!r} already exists; choose another --out or pass --force to replace it")
+    accuracy, history = {}, []
+    if val_loader is not None:
+        accuracy["before"] = evaluate(model, val_loader)
+    teacher = copy.deepcopy(model).eval() if distill and train_loader is not None else None
+    schedule = []
+    if steps > 1:
+        if reinit != "trained" or scope != "local":
+            raise ShrinkValueError("iterative pruning (steps > 1) supports reinit='trained' and scope='local'")
+
+        def finetune(m, k):
+            if train_loader is not None and finetune_epochs > 0:
+                for record in fit(m, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
+                                  val_loader=val_loader, progress=progress):
+                    history.append({"step": k, **record})
+
+        result, schedule = compress_iteratively(
+            model, example_inputs, ratio=ratio, steps=steps, norm=norm, ignore=ignore, round_to=round_to,
+            finetune=finetune, evaluate=(lambda m: evaluate(m, val_loader)) if val_loader is not None else None)
+        if val_loader is not None:
+            accuracy[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
+    else:
+        result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
+                          initial_state=initial_state, ignore=ignore, round_to=round_to)
+        if val_loader is not None:
+            accuracy["after cut"] = evaluate(result.model, val_loader)
+        if train_loader is not None and recalibrate_bn(result.model, train_loader) and val_loader is not None:
+            accuracy["after cut + BatchNorm recalibration"] = evaluate(result.model, val_loader)
+        if train_loader is not None and finetune_epochs > 0:
+            history = fit(result.model, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
+                          val_loader=val_loader, progress=progress)
+            if val_loader is not None:
+                stage = "after fine-tuning" + (" (distilled)" if teacher is not None else "")
+                accuracy[stage] = evaluate(result.model, val_loader)
+    with atomic_folder(out, overwrite=overwrite, hint="pass --force") as tmp:
+        write_into(result, tmp, extra={"model_factory": model_spec} if model_spec else None)
+        files = {"model.safetensors": (tmp / "model.safetensors").stat().st_size}
+        export = None
+        if onnx:
+            export = export_onnx(result.model, example_inputs, tmp / "model.onnx")
+            files["model.onnx"] = export.file_bytes
+        bench_report = None
+        if bench:
+            bench_report = benchmark({"before": model, "after": result.model}, example_inputs,
+                                     batch_sizes=bench_batch_sizes, iters=bench_iters, warmup=5, progress=progress)
+            (tmp / "latency.md").write_text(bench_report.to_markdown())
+        settings = {**result.plan.settings, "model": model_spec, "finetune_epochs": finetune_epochs,
+                    "distill": distill if finetune_epochs else None}
+        doc = report.write(tmp, result, settings=settings, export=export, bench=bench_report,
+                           accuracy=accuracy, history=history, files=files, schedule=schedule)
+    doc["out"] = str(out)
+    return doc

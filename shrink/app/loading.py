@@ -1,0 +1,115 @@
+"""What the CLI needs to build a model from words: factories, checkpoints, input shapes."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ShrinkTypeError, ShrinkValueError
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64, "int64": torch.int64, "long": torch.int64, "int32": torch.int32,
+           "bool": torch.bool}
+
+
+def build_model(spec: str) -> nn.Module:
+    """Call ``package.module:factory`` and return the module it builds."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ShrinkValueError(f"--model must look like 'package.module:factory'; got {spec!r}")
+    if os.getcwd() not in sys.path:  # console scripts do not see the current folder; `python -m` does
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ShrinkValueError(f"cannot import {module_name!r} (from --model {spec!r}): {exc}. "
+                               "Run from the folder that holds the package, or install it.") from exc
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ShrinkValueError(f"{module_name!r} has no callable {attr!r} (from --model {spec!r})")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ShrinkTypeError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state_dict from ``.safetensors`` or a ``.pt``/``.pth`` file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShrinkValueError(f"weights file {str(path)!r} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ShrinkValueError(f"cannot read {str(path)!r} as a weights-only checkpoint: {exc}. "
+                               "Save a state_dict with torch.save(model.state_dict(), path).") from exc
+    for key in ("state_dict", "model_state_dict", "model"):  # Lightning and common training scripts
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ShrinkValueError(f"{str(path)!r} does not hold a state_dict of tensors")
+    return dict(obj)
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """Load ``state`` strictly, stripping DataParallel/Lightning ``module.``/``model.`` prefixes if needed."""
+    expected = model.state_dict()
+    state = dict(state)
+    for prefix in ("module.", "model."):
+        if not set(state) & set(expected) and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or extra or wrong:
+        raise ShrinkValueError(
+            f"{source} do not fit the model: missing keys {_few(missing)}, unexpected keys {_few(extra)}, "
+            f"other shapes {_few(wrong)}. Check that --model builds the architecture these weights came from."
+        )
+    model.load_state_dict(state)
+
+
+def _few(keys: list[str], n: int = 5) -> str:
+    return str(keys[:n])[:-1] + (f", ... +{len(keys) - n} more]" if len(keys) > n else "]")
+
+
+def parse_inputs(specs: list[str]):
+    """``1x3x224x224``, ``int64:1x16`` or ``input_ids=int64:1x16`` (named, passed as keywords)."""
+    if not specs:
+        raise ShrinkValueError("give the input shape with --input, e.g. --input 1x3x224x224 or --input int64:1x16")
+    args, kwargs = [], {}
+    gen = torch.Generator().manual_seed(0)
+    for spec in specs:
+        name, _, rest = spec.rpartition("=")
+        dtype_name, _, shape_text = rest.rpartition(":")
+        dtype = _DTYPES.get(dtype_name or "float32")
+        if dtype is None or not re.fullmatch(r"\d+(x\d+)*", shape_text):
+            raise ShrinkValueError(
+                f"--input {spec!r} is not a shape like 1x3x224x224 or int64:1x16 (dtypes: {sorted(_DTYPES)})"
+            )
+        shape = [int(s) for s in shape_text.split("x")]
+        if dtype.is_floating_point:
+            tensor = torch.randn(shape, generator=gen).to(dtype)
+        elif dtype == torch.bool:
+            tensor = torch.ones(shape, dtype=dtype)
+        else:
+            tensor = torch.randint(0, 2, shape, generator=gen).to(dtype)
+        if name:
+            kwargs[name] = tensor
+        else:
+            args.append(tensor)
+    if args and kwargs:
+        raise ShrinkValueError("name every --input (name=shape) or none of them")
+    if kwargs:
+        return kwargs
+    return args[0] if len(args) == 1 else tuple(args)

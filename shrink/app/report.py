@@ -1,0 +1,141 @@
+"""The report a person pastes into a pull request: what was gained and what it cost."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from pathlib import Path
+
+import torch
+
+from .._util.versions import __version__
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def summary(result, *, files: dict | None = None, accuracy: dict | None = None, bench=None) -> dict:
+    """Numbers of the report as one JSON-able dict."""
+    doc = {
+        "params": {"before": result.before.params, "after": result.after.params, "ratio": result.params_ratio},
+        "macs": {"before": result.before.macs, "after": result.after.macs, "ratio": result.macs_ratio},
+        "files_bytes": files or {},
+        "accuracy": accuracy or {},
+    }
+    if bench is not None:
+        doc["latency"] = [
+            {"runtime": rt, "device": dev, "batch": b, "speedup": s, "efficiency": s / result.macs_ratio}
+            for (rt, dev, b), s in sorted(bench.speedup("before", "after").items())
+        ]
+    return doc
+
+
+def write(folder: str | Path, result, *, settings: dict, export=None, bench=None, accuracy: dict | None = None,
+          history: list | None = None, files: dict | None = None, schedule: list | None = None) -> dict:
+    """Write report.md, report.json and plots (widths.png, latency.png) into ``folder``."""
+    folder = Path(folder)
+    doc = summary(result, files=files, accuracy=accuracy, bench=bench)
+    doc.update(settings=settings, versions=_versions(), widths=result.plan.widths,
+               export=export.to_dict() if export else None, benchmark=bench.to_dict() if bench else None,
+               history=history or [], schedule=schedule or [])
+    (folder / "report.json").write_text(json.dumps(doc, indent=1, default=str))
+    (folder / "report.md").write_text(_markdown(doc, result, export, bench))
+    try:
+        _widths_plot(folder / "widths.png", result.plan.widths)
+        if bench is not None:
+            bench.plot(folder / "latency.png")
+    except ImportError:  # matplotlib is the optional [plots] extra
+        log.warning("matplotlib is not installed: no plots written (pip install 'shrink[plots]')")
+    return doc
+
+
+def _versions() -> dict:
+    import onnxruntime
+    import torch_pruning
+
+    return {"shrink": __version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+
+
+def _markdown(doc: dict, result, export, bench) -> str:
+    p, m = doc["params"], doc["macs"]
+    lines = ["# shrink report", "",
+             "| | before | after | ratio |", "|---|---|---|---|",
+             f"| parameters | {_fmt(p['before'])} | {_fmt(p['after'])} | ÷{p['ratio']:.2f} |",
+             f"| MACs (one forward on the example inputs) | {_fmt(m['before'])} | {_fmt(m['after'])} | ÷{m['ratio']:.2f} |"]
+    for name, size in doc["files_bytes"].items():
+        lines.append(f"| {name} size | | {size / 2**20:.2f} MiB | |")
+    acc = doc["accuracy"]
+    if acc:
+        lines += ["", "## Accuracy", "", "| stage | accuracy |", "|---|---|"]
+        lines += [f"| {stage} | {value:.2%} |" for stage, value in acc.items()]
+    if bench is not None:
+        lines += ["", "## Latency", "", "p50 before and after; efficiency = speed-up ÷ MAC reduction "
+                  f"(÷{m['ratio']:.2f}); 1.0 means latency fell exactly as much as compute.", "",
+                  "| runtime | device | batch | p50 before ms | p50 after ms | speed-up | efficiency |",
+                  "|---|---|---|---|---|---|---|"]
+        p50 = {(r.model, r.runtime, r.device, r.batch): r.p50_ms for r in bench.rows if not r.skipped}
+        for row in doc["latency"]:
+            key = (row["runtime"], row["device"], row["batch"])
+            lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {p50[('before', *key)]:.3f} | {p50[('after', *key)]:.3f} | "
+                         f"×{row['speedup']:.2f} | {row['efficiency']:.2f} |")
+        skipped = sorted({f"{r.runtime}/{r.device}: {r.skipped}" for r in bench.rows if r.skipped})
+        lines += [f"- skipped {s}" for s in skipped]
+        lines += ["", "Machine: " + " · ".join(f"{k}: {v}" for k, v in bench.machine.items()
+                                                if k != "onnxruntime_providers")]
+    if export is not None:
+        lines += ["", "## ONNX", "", f"`{Path(export.path).name}`: {export.exporter} exporter, opset {export.opset}, "
+                  f"{export.file_bytes / 2**20:.2f} MiB, checked in ONNX Runtime at batch sizes "
+                  f"{', '.join(map(str, export.batch_sizes))} (atol {export.atol:g}).", "",
+                  "| output | shape | max abs diff | max rel diff |", "|---|---|---|---|"]
+        lines += [f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs_diff:.2e} | {o.max_rel_diff:.2e} |"
+                  for o in export.outputs]
+    if doc.get("schedule"):
+        lines += ["", "## Iterative schedule", "", "| round | kept fraction | params | MACs | val accuracy |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {e['step']} | {e['kept_fraction']:.3f} | {_fmt(e['params'])} | {_fmt(e['macs'])} | "
+                  + (f"{e['metric']:.2%} |" if "metric" in e else " |") for e in doc["schedule"]]
+    if doc.get("history"):
+        lines += ["", "## Fine-tuning", "", "| round | epoch | loss | val accuracy |", "|---|---|---|---|"]
+        lines += [f"| {h.get('step', 1)} | {h['epoch']} | {h['loss']:.4f} | "
+                  + (f"{h['val_accuracy']:.2%} |" if "val_accuracy" in h else " |") for h in doc["history"]]
+    lines += ["", "## Layer widths", "", "| layer | outputs before → after | inputs before → after |", "|---|---|---|"]
+    for name, dims in result.plan.widths.items():
+        out = "{} → {}".format(*dims["out"]) if "out" in dims else ""
+        inp = "{} → {}".format(*dims["in"]) if "in" in dims else ""
+        lines.append(f"| {name} | {out} | {inp} |")
+    lines += ["", "## Settings", "", "```json", json.dumps(doc["settings"], indent=1, default=str), "```",
+              "", "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def _widths_plot(path: Path, widths: dict) -> Path | None:
+    layers = [(n, d["out"]) for n, d in widths.items() if "out" in d]
+    if not layers:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.25 * len(layers)), 4))
+    x = np.arange(len(layers))
+    ax.bar(x, [w[0] for _, w in layers], 0.8, label="before", color="#bbbbbb")
+    ax.bar(x, [w[1] for _, w in layers], 0.5, label="after", color="#2a7ab9")
+    ax.set_xticks(x)
+    ax.set_xticklabels([n for n, _ in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("output channels")
+    ax.set_title("Layer widths before and after")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,248 @@
+"""`compress`: trace, rank, cut. The one call a user makes to get a smaller dense model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._util.clone import clone
+from .._util import inputs as _inputs
+from . import graph, select
+from ..errors import ShrinkTypeError, ShrinkValueError
+from .._util.hashing import state_hash
+from .measure import Size, count
+from .plan import Plan
+from .surgery import Tracker, apply_steps
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("local", "global")
+NORMS = (1, 2)
+REINITS = ("trained", "initial", "random")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A compressed model and what it took.
+
+    Attributes:
+        model: the smaller dense ``nn.Module``.
+        plan: the cuts, replayable with `shrink.load`.
+        before: parameters and MACs of the original model on the example inputs.
+        after: the same for ``model``.
+    """
+
+    model: nn.Module
+    plan: Plan
+    before: Size
+    after: Size
+
+    @property
+    def params_ratio(self) -> float:
+        """before.params / after.params (2.0 means half the parameters)."""
+        return self.before.params / max(self.after.params, 1)
+
+    @property
+    def macs_ratio(self) -> float:
+        """before.macs / after.macs."""
+        return self.before.macs / max(self.after.macs, 1)
+
+    def to_dict(self) -> dict:
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "params_ratio": self.params_ratio,
+            "macs_ratio": self.macs_ratio,
+            "plan": self.plan.to_dict(),
+        }
+
+
+def check_options(ratio, scope, norm, reinit, round_to) -> None:
+    """Raise one clear `ShrinkError` for the first option that is out of range."""
+    ratios = ratio.values() if isinstance(ratio, Mapping) else [ratio]
+    for r in ratios:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+            raise ShrinkValueError(
+                f"ratio must be a number with 0 <= ratio < 1 (the fraction of channels removed); got {r!r}. "
+                "ratio=0.5 removes half of each group's channels."
+            )
+    if scope not in SCOPES:
+        raise ShrinkValueError(f"scope must be one of {SCOPES}; got {scope!r}")
+    if isinstance(ratio, Mapping) and scope == "global":
+        raise ShrinkValueError("a per-layer ratio dict needs scope='local'; global scope takes one float ratio")
+    if norm not in NORMS or isinstance(norm, bool):
+        raise ShrinkValueError(f"norm must be 1 (L1) or 2 (L2); got {norm!r}")
+    if reinit not in REINITS:
+        raise ShrinkValueError(f"reinit must be one of {REINITS}; got {reinit!r}")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ShrinkValueError(f"round_to must be None or a positive int such as 8; got {round_to!r}")
+
+
+def check_initial_state(model: nn.Module, initial_state) -> None:
+    """The initial state must have exactly the model's keys and shapes."""
+    if not isinstance(initial_state, Mapping):
+        raise ShrinkValueError(
+            "reinit='initial' needs initial_state=, the model's state_dict from before training "
+            "(save it with `copy.deepcopy(model.state_dict())` right after building the model)"
+        )
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(initial_state))
+    extra = sorted(set(initial_state) - set(expected))
+    if missing or extra:
+        raise ShrinkValueError(
+            f"initial_state does not match the model: missing keys {missing}, unexpected keys {extra}. "
+            "Pass the state_dict of this same architecture taken before training."
+        )
+    wrong = sorted(k for k in expected if tuple(initial_state[k].shape) != tuple(expected[k].shape))
+    if wrong:
+        k = wrong[0]
+        raise ShrinkValueError(
+            f"initial_state has other shapes than the model for {wrong}: e.g. {k!r} is "
+            f"{tuple(initial_state[k].shape)} where the model has {tuple(expected[k].shape)}"
+        )
+
+
+def compress(
+    model: nn.Module,
+    example_inputs,
+    *,
+    ratio: float | Mapping[str, float] = 0.5,
+    scope: str = "local",
+    norm: int = 1,
+    reinit: str = "trained",
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    ignore: Iterable = (),
+    round_to: int | None = None,
+    inplace: bool = False,
+    seed: int = 0,
+) -> Result:
+    """Physically remove the lowest-norm units of ``model``, keeping its outputs' shapes.
+
+    Args:
+        model: the trained model.
+        example_inputs: a tensor, tuple of tensors, or dict of keyword tensors the model runs on.
+        ratio: fraction of each group's channels removed (0 <= ratio < 1), or {layer name: ratio}.
+        scope: "local" (each group loses ``ratio``) or "global" (one threshold across groups).
+        norm: 1 for the L1 norm of each unit's weights, 2 for L2 (see `shrink.importance`).
+        reinit: "trained" keeps trained values; "initial" takes them from ``initial_state``;
+            "random" re-initialises every layer, seeded by ``seed``.
+        initial_state: the state_dict from before training (needed for reinit="initial").
+        ignore: modules or qualified names kept whole.
+        round_to: keep widths multiples of this (attention is always cut by whole heads).
+        inplace: cut ``model`` itself; by default it is left untouched.
+        seed: seed of reinit="random".
+
+    Returns:
+        A `Result` with the smaller model, its plan and sizes before and after.
+
+    Raises:
+        ShrinkError: bad options, inputs the model cannot run, a layer that cannot be cut.
+
+    Example:
+        >>> import torch, shrink
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+        >>> result = shrink.compress(net, torch.randn(1, 8), ratio=0.5)
+        >>> result.model[0].out_features
+        8
+    """
+    check_options(ratio, scope, norm, reinit, round_to)
+    if not isinstance(model, nn.Module):
+        raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if reinit == "initial":
+        check_initial_state(model, initial_state)
+    source_sha256 = state_hash(model.state_dict())
+    work = model if inplace else clone(model)
+    before, outputs = count(work, example_inputs, return_outputs=True)
+    shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
+    if isinstance(ratio, Mapping):
+        _check_ratio_names(work, ratio)
+    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)
+    # Step 1: rank every group on the trained weights and choose what goes.
+    steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to)
+    steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
+    if reinit == "initial":
+        work.load_state_dict(initial_state)
+    # Step 3: cut.
+    tracker = Tracker()
+    apply_steps(work, traced.dg, traced.blocks, steps, tracker)
+    if reinit == "random":
+        reinitialise(work, seed)
+    after = check_outputs(work, example_inputs, shapes)
+    plan = Plan(
+        steps=tuple(steps),
+        kept=dict(sorted(tracker.kept.items())),
+        widths=tracker.widths(),
+        inputs=_inputs.to_spec(example_inputs),
+        settings={
+            "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
+            "scope": scope, "norm": norm, "reinit": reinit, "round_to": round_to,
+            "ignore": graph.ignore_names(work, ignore),
+            "seed": seed,
+        },
+        source_sha256=source_sha256,
+    )
+    log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
+    return Result(model=work, plan=plan, before=before, after=after)
+
+
+def _check_ratio_names(model: nn.Module, ratio: Mapping[str, float]) -> None:
+    names = {n for n, _ in model.named_modules()}
+    unknown = sorted(set(ratio) - names)
+    if unknown:
+        raise ShrinkValueError(f"ratio names layers the model does not have: {unknown}. Use qualified names "
+                               "from `model.named_modules()` or `shrink.analyze(...)`.")
+
+
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Fresh, seeded initialisation of every layer that knows how to reset itself."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
+                module.reset_parameters()
+
+
+def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch.Size]) -> Size:
+    """Run the cut model once; every output must keep its shape. Names the layer that broke.
+
+    Returns the model's size, counted on the same forward pass.
+    """
+    stack: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def enter(module, _):
+        stack.append(names.get(module, type(module).__name__))
+
+    def leave(module, _, __):
+        if stack:
+            stack.pop()
+
+    handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    handles += [m.register_forward_hook(leave) for m in model.modules()]
+    try:
+        size, out = count(model, example_inputs, return_outputs=True)
+    except ShrinkValueError as exc:
+        layer = stack[-1] if stack else "?"
+        cause = exc.__cause__ or exc
+        raise ShrinkValueError(
+            f"the cut model fails in layer {layer!r}: {type(cause).__name__}: {cause}. It reads a narrowed "
+            f"width through something shrink cannot cut (a buffer, a hard-coded shape): keep the layer that "
+            f"produces its input whole with ignore=[...] (shrink.analyze shows the groups it belongs to)."
+        ) from cause
+    finally:
+        for h in handles:
+            h.remove()
+    got = {k: v.shape for k, v in _inputs.flatten_outputs(out).items()}
+    changed = sorted(k for k in expected if got.get(k) != expected[k])
+    if changed:
+        k = changed[0]
+        raise ShrinkValueError(
+            f"cutting changed the shape of output(s) {changed}: {k!r} was {tuple(expected[k])}, now "
+            f"{tuple(got[k]) if k in got else 'missing'}. Keep the layer producing it whole with ignore=."
+        )
+    return size

@@ -1,0 +1,295 @@
+"""Tracing: which layers are coupled, which groups can be narrowed, and which layers stay whole.
+
+torch-pruning's DependencyGraph does the tracing. shrink adds what it leaves to its users:
+output protection (a group whose channels reach a model output is never narrowed, whatever layer
+produces it), input protection (a group added to a model input cannot be narrowed either),
+``ignore=``, and attention blocks, which are cut by whole heads (see attention.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .._util import inputs as _inputs
+from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
+from ..layers.attention import AttentionBlock, find_blocks
+from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
+
+_OPS = tp.ops
+_ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)
+
+
+@dataclass
+class Group:
+    """A set of coupled channels, as traced (internal; `GroupInfo` is its public summary)."""
+
+    root: nn.Module
+    root_name: str
+    pruning_fn: object
+    tp_group: object
+    width: int
+    channel_groups: int
+    kinds: tuple[str, ...]
+    members: tuple[str, ...]
+    protected: str | None = None
+
+
+@dataclass
+class Traced:
+    """A traced model: its graph, groups, attention blocks and the layers kept whole, with reasons."""
+
+    model: nn.Module
+    dg: tp.DependencyGraph
+    names: dict[nn.Module, str]
+    groups: list[Group]
+    blocks: list[AttentionBlock]
+    kept: dict[str, str] = field(default_factory=dict)
+
+
+def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
+    """``ignore`` as sorted qualified names (for plans and reports)."""
+    names = {m: n for n, m in model.named_modules()}
+    items = [ignore] if isinstance(ignore, (str, nn.Module)) else list(ignore)
+    return sorted(names.get(i, type(i).__name__) if isinstance(i, nn.Module) else str(i) for i in items)
+
+
+def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
+    """Modules named or given in ``ignore``, with all their submodules."""
+    if isinstance(ignore, (str, nn.Module)):
+        ignore = [ignore]
+    by_name = dict(model.named_modules())
+    ignored: set[nn.Module] = set()
+    for item in ignore:
+        if isinstance(item, str):
+            if item not in by_name:
+                close = difflib.get_close_matches(item, [n for n in by_name if n], n=3)
+                hint = f" Did you mean {', '.join(repr(c) for c in sorted(close))}?" if close else ""
+                raise ShrinkValueError(f"ignore={item!r} names no module of the model.{hint}")
+            item = by_name[item]
+        if not isinstance(item, nn.Module):
+            raise ShrinkTypeError(
+                f"ignore= takes modules or qualified names (str); got {type(item).__name__}"
+            )
+        ignored.update(item.modules())
+    return ignored
+
+
+def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=None) -> Traced:
+    """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels.
+
+    ``outputs``: the model's outputs on these inputs, when the caller already ran it.
+    """
+    if not isinstance(model, nn.Module):
+        raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    ignored = resolve_ignore(model, ignore)
+    # Float inputs require grad while tracing so that the graph shows where they are added in.
+    args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
+    input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
+    if outputs is None:
+        with torch.no_grad():
+            outputs = _inputs.run(model, example_inputs)
+    if not _inputs.flatten_outputs(outputs):
+        raise ShrinkValueError("the model returned no tensors; shrink needs tensor outputs to protect them")
+
+    output_fns: set = set()
+
+    def capture(out):
+        found = _inputs.flatten_outputs(out)
+        output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
+        return list(found.values())
+
+    customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+    config = getattr(model, "config", None)
+    use_cache = getattr(config, "use_cache", None)
+    root_types = _ROOT_TYPES + tuple(customized)
+    try:
+        if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
+            config.use_cache = False
+        with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
+            warnings.simplefilter("ignore")
+            dg = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=example_inputs,
+                forward_fn=lambda m, _: m(*args, **kwargs),
+                output_transform=capture,
+                customized_pruners=customized or None,
+                verbose=False,
+            )
+    except ShrinkValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch-pruning raises many kinds
+        raise UnsupportedLayerError(
+            f"tracing the model's dependency graph failed: {type(exc).__name__}: {exc}. "
+            "If one layer causes this, keep it whole with ignore=['its.qualified.name']."
+        ) from exc
+    finally:
+        if use_cache:
+            config.use_cache = use_cache
+
+    names = {m: n for n, m in model.named_modules()}
+    blocks = [b for b in find_blocks(model) if b.module not in ignored]
+    for block in blocks:
+        block.out = _output_projection(dg, block)
+    blocks = [b for b in blocks if b.out is not None and b.out not in ignored]
+    traced = Traced(model, dg, names, [], blocks)
+    # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
+    # (expanding that group through rotary embeddings' slices is also very slow).
+    head_layers = [layer for b in blocks for layer in b.producers()]
+    for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
+        traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored))
+    traced.kept = _kept_whole(model, traced, ignored)
+    return traced
+
+
+def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:
+    """The first layer with weights downstream of v: it reads the concatenated heads."""
+    start = dg.module2node.get(block.v)
+    if start is None:
+        return None
+    queue, seen = list(start.outputs), {start}
+    while queue:
+        node = queue.pop(0)
+        if node in seen:
+            continue
+        seen.add(node)
+        module = node.module
+        if isinstance(module, nn.Module) and is_linear_like(module):
+            width = block.num_heads * block.head_dim
+            return module if _in_width(module) == width else None
+        queue.extend(node.outputs)
+    return None
+
+
+def _in_width(layer: nn.Module) -> int:
+    return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
+
+
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
+    root_dep = tp_group[0].dep
+    root = root_dep.target.module
+    members, kinds, protected, channel_groups = [], set(), None, 1
+    for dep, _ in tp_group:
+        node, module = dep.target, dep.target.module
+        is_out = dg.is_out_channel_pruning_fn(dep.handler)
+        if isinstance(module, nn.Module) and names.get(module) is not None:
+            members.append(f"{names[module]} ({'out' if is_out else 'in'})")
+        if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
+            protected = protected or "model output"
+        if isinstance(module, nn.Module) and module in ignored:
+            protected = protected or "ignored"
+        kinds.update(_kinds_of(node, module))
+        mixed = _mixes_model_input(node, input_ids)
+        if mixed:
+            protected = protected or f"combined with a model input ({mixed})"
+        channel_groups = math.lcm(channel_groups, _channel_groups(dg, module, is_out))
+    width = dg.get_out_channels(root) if dg.is_out_channel_pruning_fn(root_dep.handler) else dg.get_in_channels(root)
+    return Group(
+        root=root,
+        root_name=names.get(root, "?"),
+        pruning_fn=root_dep.handler,
+        tp_group=tp_group,
+        width=int(width),
+        channel_groups=channel_groups,
+        kinds=tuple(sorted(kinds)),
+        members=tuple(members),
+        protected=protected,
+    )
+
+
+def _kinds_of(node, module) -> set[str]:
+    if isinstance(module, _OPS._ConcatOp):
+        return {"concat"}
+    if isinstance(module, (_OPS._SplitOp, _OPS._UnbindOp)):
+        return {"split"}
+    if isinstance(module, _OPS._ElementWiseOp):
+        name = node.grad_fn.name() if node.grad_fn is not None else ""
+        if name.startswith(("Add", "Sub")) and len(node.inputs) >= 2:
+            return {"residual add"}
+        return set()
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1:
+        if module.groups == module.in_channels == module.out_channels:
+            return {"depthwise conv"}
+        return {"grouped conv"}
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+                           nn.modules.instancenorm._InstanceNorm)):
+        return {"norm"}
+    if isinstance(module, nn.Parameter) and module.dim() == 1:
+        return {"norm"}  # RMSNorm-style scale vectors are traced as bare parameters
+    if isinstance(module, nn.MultiheadAttention):
+        return {"attention (per-head dims)"}
+    if isinstance(module, nn.Embedding):
+        return {"embedding"}
+    return set()
+
+
+def _mixes_model_input(node, input_ids: set[int]) -> str | None:
+    """An add/mul/... one of whose operands is a model input: that width is the input's, fixed."""
+    if not isinstance(node.module, _OPS._ElementWiseOp) or node.grad_fn is None:
+        return None
+    for fn, _ in node.grad_fn.next_functions:
+        if fn is not None and fn.name().endswith("AccumulateGrad") and id(fn.variable) in input_ids:
+            return node.grad_fn.name()
+    return None
+
+
+def _channel_groups(dg, module, is_out: bool) -> int:
+    """Channels must be removed evenly across these groups (grouped convs, GroupNorm, MHA heads)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return module.num_heads
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
+        return 1  # depthwise: every channel is its own group
+    if not isinstance(module, nn.Module):
+        return 1
+    pruner = dg.get_pruner_of_module(module)
+    if pruner is None:
+        return 1
+    n = pruner.get_out_channel_groups(module) if is_out else pruner.get_in_channel_groups(module)
+    return int(n or 1)
+
+
+def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str]:
+    """Every layer with weights whose outputs no prunable group narrows, with the reason."""
+    dg, names = traced.dg, traced.names
+    by_name = dict(model.named_modules())
+    narrowed: set[nn.Module] = set()
+    reasons: dict[nn.Module, str] = {}
+    for group in traced.groups:
+        for dep, _ in group.tp_group:
+            module = dep.target.module
+            if isinstance(module, nn.Parameter):  # e.g. an RMSNorm's scale: its owner is narrowed
+                owner = dg._param_to_name.get(module, "").rpartition(".")[0]
+                module = by_name.get(owner)
+            if not isinstance(module, nn.Module) or not dg.is_out_channel_pruning_fn(dep.handler):
+                continue
+            if group.protected is None:
+                narrowed.add(module)
+            else:
+                reasons.setdefault(module, group.protected)
+    for block in traced.blocks:
+        if block.units > 1:
+            narrowed.update(block.producers())
+    kept = {}
+    for name, module in model.named_modules():
+        if not name or not _has_own_weight(module) or module in narrowed:
+            continue
+        if module in ignored:
+            kept[name] = "ignored"
+        elif module in reasons:
+            kept[name] = reasons[module]
+        elif module not in dg.module2node:
+            kept[name] = "not traced: unsupported layer type, or unused on the example inputs"
+        else:
+            kept[name] = "no prunable group (its outputs feed no cut)"
+    return kept
+
+
+def _has_own_weight(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(module, nn.MultiheadAttention)

@@ -1,0 +1,93 @@
+"""A plan: exactly what was cut, replayable on a fresh un-pruned model, and readable as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import PlanMismatchError
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cut, in the order it was made.
+
+    Attributes:
+        op: ``"group"`` (a coupled channel group, cut through the dependency graph) or ``"heads"``
+            (whole attention heads, or key/value groups, cut inside one attention block).
+        layer: the group's root layer, or the attention block, by qualified name.
+        dim: ``"out"``/``"in"`` for a group's root; ``"heads"`` for a head cut.
+        removed: indices removed, in the layer's coordinates at the time of the cut.
+        partner: for a head cut, the output projection whose input columns follow the heads.
+        round: for iterative pruning, the round the cut belongs to; each round is traced afresh.
+    """
+
+    op: str
+    layer: str
+    dim: str
+    removed: tuple[int, ...]
+    partner: str = ""
+    round: int = 0
+
+    def to_dict(self) -> dict:
+        d = {"op": self.op, "layer": self.layer, "dim": self.dim, "removed": list(self.removed)}
+        if self.partner:
+            d["partner"] = self.partner
+        if self.round:
+            d["round"] = self.round
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Step:
+        return cls(d["op"], d["layer"], d["dim"], tuple(int(i) for i in d["removed"]), d.get("partner", ""),
+                   int(d.get("round", 0)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `compress` removed, enough to redo it on a fresh instance of the un-pruned model.
+
+    Attributes:
+        steps: the cuts, in order.
+        kept: per pruned layer, ``{"out": [...], "in": [...]}``: the original indices it keeps
+            along each narrowed dimension (absent dimensions were not narrowed).
+        widths: per pruned layer, ``{"out": [before, after], "in": [before, after]}``.
+        inputs: shapes and dtypes of the example inputs the graph was traced on.
+        settings: the options compress ran with.
+        source_sha256: hash of the un-pruned model's weights the plan was ranked on.
+    """
+
+    steps: tuple[Step, ...]
+    kept: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    widths: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    source_sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "format": PLAN_FORMAT,
+            "settings": self.settings,
+            "source_sha256": self.source_sha256,
+            "inputs": self.inputs,
+            "steps": [s.to_dict() for s in self.steps],
+            "widths": self.widths,
+            "kept": self.kept,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Plan:
+        if d.get("format") != PLAN_FORMAT:
+            raise PlanMismatchError(
+                f"plan format {d.get('format')!r} is not the format this shrink reads ({PLAN_FORMAT}); "
+                "re-create the plan with this version of shrink"
+            )
+        return cls(
+            steps=tuple(Step.from_dict(s) for s in d["steps"]),
+            kept=d.get("kept", {}),
+            widths=d.get("widths", {}),
+            inputs=d.get("inputs", {}),
+            settings=d.get("settings", {}),
+            source_sha256=d.get("source_sha256", ""),
+        )

@@ -1,0 +1,143 @@
+"""Choosing what to cut: from scores and a ratio to the plan's steps.
+
+Local scope: every group loses ``floor(ratio * units)`` of its units, lowest score first.
+Global scope: each group's scores are divided by their mean (L1 norms of layers with different
+fan-in are not comparable otherwise), pooled, and the lowest ``floor(ratio * all units)`` go.
+Either way a group keeps at least one unit, or ``round_to`` channels, and widths are rounded
+*up* to a multiple of ``round_to`` (shrink never removes more than asked). Attention heads form
+their own pool, so ``ratio`` applies to heads and to channels alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from ..layers import attention
+from .graph import Group, Traced
+from .importance import group_scores
+from .plan import Step
+
+
+def ratio_for(names: set[str], ratio: float | Mapping[str, float]) -> float:
+    """The ratio of a group whose layers are ``names`` (0 for groups a per-layer dict does not name)."""
+    if not isinstance(ratio, Mapping):
+        return float(ratio)
+    named = [float(r) for n, r in ratio.items() if n in names]
+    return max(named) if named else 0.0
+
+
+def _min_keep(channel_groups: int, units: int, round_to: int | None) -> int:
+    """Fewest units to keep so that kept channels are a positive multiple of round_to."""
+    if not round_to:
+        return 1
+    step = round_to // math.gcd(round_to, channel_groups)
+    return min(units, step)
+
+
+def _round_keep(keep: int, channel_groups: int, units: int, round_to: int | None) -> int:
+    if not round_to:
+        return keep
+    step = round_to // math.gcd(round_to, channel_groups)
+    return min(units, math.ceil(keep / step) * step)
+
+
+def _unit_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
+    scores = group_scores(traced, group, p)
+    # Grouped convs, GroupNorm, MHA: unit j is channel j of every channel group.
+    return scores.view(group.channel_groups, -1).sum(dim=0)
+
+
+def _lowest(scores: torch.Tensor, n: int) -> list[int]:
+    order = torch.argsort(scores, stable=True)
+    return sorted(order[:n].tolist())
+
+
+def _expand(group: Group, units: list[int]) -> tuple[int, ...]:
+    per = group.width // group.channel_groups
+    return tuple(sorted(u + g * per for g in range(group.channel_groups) for u in units))
+
+
+def _member_names(group: Group) -> set[str]:
+    """Layers whose outputs are this group's channels (a per-layer ratio names a producer)."""
+    return {m.rsplit(" (", 1)[0] for m in group.members if m.endswith("(out)")} | {group.root_name}
+
+
+def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | None) -> list[Step]:
+    """Steps cutting the channel groups (everything but attention heads)."""
+    pool = []
+    for group in traced.groups:
+        if group.protected is not None or group.width % group.channel_groups:
+            continue
+        r = ratio_for(_member_names(group), ratio)
+        if r > 0:
+            pool.append((group, r, _unit_scores(traced, group, p)))
+    removed = _local(pool, round_to) if scope == "local" else _global(pool, round_to)
+    dim = {True: "out", False: "in"}
+    return [
+        Step("group", g.root_name, dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)], _expand(g, units))
+        for (g, _, _), units in zip(pool, removed)
+        if units
+    ]
+
+
+def _local(pool, round_to) -> list[list[int]]:
+    removed = []
+    for group, r, scores in pool:
+        units = len(scores)
+        keep = max(units - math.floor(r * units + 1e-9), _min_keep(group.channel_groups, units, round_to))
+        keep = _round_keep(keep, group.channel_groups, units, round_to)
+        removed.append(_lowest(scores, units - keep))
+    return removed
+
+
+def _global(pool, round_to) -> list[list[int]]:
+    if not pool:
+        return []
+    r = pool[0][1]
+    normed = [scores / scores.mean().clamp_min(1e-12) for _, _, scores in pool]
+    entries = sorted((float(s), gi, u) for gi, scores in enumerate(normed) for u, s in enumerate(scores))
+    target = math.floor(r * len(entries) + 1e-9)
+    left = [len(s) for s in normed]
+    floor_ = [_min_keep(g.channel_groups, len(s), round_to) for (g, _, _), s in zip(pool, normed)]
+    chosen: list[list[int]] = [[] for _ in pool]
+    for _, gi, u in entries:
+        if target == 0:
+            break
+        if left[gi] > floor_[gi]:
+            chosen[gi].append(u)
+            left[gi] -= 1
+            target -= 1
+    removed = []
+    for (group, _, scores), units in zip(pool, chosen):
+        keep = _round_keep(len(scores) - len(units), group.channel_groups, len(scores), round_to)
+        order = sorted(units, key=lambda u: (float(scores[u]), u))
+        removed.append(sorted(order[: len(scores) - keep]))
+    return removed
+
+
+def head_steps(traced: Traced, *, ratio, scope: str, p: int) -> list[Step]:
+    """Steps cutting whole heads (or key/value groups) from each attention block."""
+    pool = []
+    for block in traced.blocks:
+        names = {block.name} | {traced.names[m] for m in (block.q, block.k, block.v)}
+        r = ratio_for(names, ratio)
+        if r > 0 and block.units > 1:
+            pool.append((block, r, attention.unit_scores(block, p)))
+    if scope == "local":
+        removed = [_lowest(s, min(math.floor(r * len(s) + 1e-9), len(s) - 1)) for _, r, s in pool]
+    else:
+        removed = _global([(_Units(), r, s) for _, r, s in pool], None)
+    return [
+        Step("heads", block.name, "heads", tuple(units), traced.names[block.out])
+        for (block, _, _), units in zip(pool, removed)
+        if units
+    ]
+
+
+class _Units:
+    """A stand-in group for heads in the global pool: one channel group."""
+
+    channel_groups = 1

@@ -1,0 +1,345 @@
+"""`benchmark`: latency before and after, in PyTorch eager and ONNX Runtime, on CPU and CUDA.
+
+Timing is honest by construction: warm-up iterations first, then one measurement per call
+(``perf_counter`` on CPU; CUDA events on the GPU, synchronised), the models of one configuration
+timed call by call in turn so that before and after share the machine's conditions, percentiles
+over those, the thread count set and written beside each row, and rows that cannot run reported
+as skipped with the reason instead of silently missing.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._util import inputs as _inputs
+from .._util.progress import progress_bar
+from ..errors import ShrinkTypeError, ShrinkValueError
+from .export import export_onnx, input_names
+
+RUNTIMES = ("torch", "torch-fp16", "onnxruntime")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One timed configuration.
+
+    Attributes:
+        model, runtime, device, batch, threads: what was timed.
+        p50_ms, p90_ms, p99_ms, mean_ms: latency of one call, milliseconds.
+        items_per_s: batch / mean latency.
+        iters: timed iterations (after warm-up).
+        skipped: why the row could not run; empty when it ran.
+    """
+
+    model: str
+    runtime: str
+    device: str
+    batch: int
+    threads: int
+    p50_ms: float = float("nan")
+    p90_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    mean_ms: float = float("nan")
+    items_per_s: float = float("nan")
+    iters: int = 0
+    skipped: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info() -> dict:
+    """The facts every latency figure needs beside it."""
+    info = {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        info["onnxruntime"] = None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Latency rows and the machine they were measured on.
+
+    Attributes:
+        rows: one `BenchRow` per model x runtime x device x batch size.
+        machine: CPU model, core count, versions, GPU if any.
+    """
+
+    rows: tuple[BenchRow, ...]
+    machine: dict = field(default_factory=dict)
+
+    def speedup(self, a: str, b: str) -> dict[tuple[str, str, int], float]:
+        """p50 of model ``a`` divided by p50 of model ``b``, per (runtime, device, batch) both ran."""
+        p50 = {(r.model, r.runtime, r.device, r.batch): r.p50_ms for r in self.rows if not r.skipped}
+        return {
+            key[1:]: p50[key] / p50[(b, *key[1:])]
+            for key in p50
+            if key[0] == a and (b, *key[1:]) in p50
+        }
+
+    def to_dict(self) -> dict:
+        return {"machine": self.machine, "rows": [r.to_dict() for r in self.rows]}
+
+    def to_markdown(self) -> str:
+        head = " · ".join(f"{k}: {v}" for k, v in self.machine.items() if k != "onnxruntime_providers")
+        lines = [head, "", "| model | runtime | device | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | items/s |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            if r.skipped:
+                lines.append(f"| {r.model} | {r.runtime} | {r.device} | {r.batch} | {r.threads} | skipped: {r.skipped} |||||")
+            else:
+                lines.append(f"| {r.model} | {r.runtime} | {r.device} | {r.batch} | {r.threads} | {r.p50_ms:.3f} | "
+                             f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.mean_ms:.3f} | {r.items_per_s:.1f} |")
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """A bar chart of p50 latency per configuration, one bar per model."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.rows if not r.skipped]
+        configs = list(dict.fromkeys((r.runtime, r.device, r.batch) for r in rows))
+        models = list(dict.fromkeys(r.model for r in rows))
+        p50 = {(r.model, r.runtime, r.device, r.batch): r.p50_ms for r in rows}
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(configs)), 4))
+        width = 0.8 / max(len(models), 1)
+        for i, m in enumerate(models):
+            ys = [p50.get((m, *c), np.nan) for c in configs]
+            ax.bar(np.arange(len(configs)) + i * width, ys, width, label=m)
+        ax.set_xticks(np.arange(len(configs)) + width * (len(models) - 1) / 2)
+        ax.set_xticklabels([f"{rt}\n{dev} b{b}" for rt, dev, b in configs], fontsize=8)
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.set_title("Latency before and after")
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def _row(model, runtime, device, batch, threads, times) -> BenchRow:
+    t = np.asarray(times)
+    mean = float(t.mean())
+    return BenchRow(model, runtime, device, batch, threads, float(np.percentile(t, 50)), float(np.percentile(t, 90)),
+                    float(np.percentile(t, 99)), mean, batch / (mean / 1e3), len(times))
+
+
+def _to(inputs, device, dtype=None):
+    args, kwargs = _inputs.call_args(inputs)
+
+    def one(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        t = t.to(device)
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    if kwargs:
+        return {k: one(v) for k, v in kwargs.items()}
+    return tuple(one(a) for a in args)
+
+
+def _torch_call(model, inputs, runtime, device):
+    """A no-argument call running the model once (on a private copy), or the reason it cannot run."""
+    if runtime == "torch-fp16" and device != "cuda":
+        return "fp16 is timed on CUDA only"
+    import copy
+
+    dtype = torch.float16 if runtime == "torch-fp16" else None
+    m = copy.deepcopy(model).to(device).eval()
+    if dtype is not None:
+        m = m.to(dtype)
+    args, kwargs = _inputs.call_args(_to(inputs, device, dtype))
+
+    def call():
+        with torch.inference_mode():
+            m(*args, **kwargs)
+
+    return call
+
+
+def _ort_call(onnx_path, inputs, names, device, threads):
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return "no CUDAExecutionProvider (install the onnxruntime-gpu extra)"
+        providers = ["CUDAExecutionProvider"]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Sessions are timed in turn; a session's idle threads must not spin and steal the cores
+    # from the one running (spinning would make every model but the first look slow).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+    args, kwargs = _inputs.call_args(inputs)
+    tensors = dict(zip(names, [*args, *kwargs.values()]))
+    feeds = {i.name: tensors[i.name].cpu().numpy() for i in session.get_inputs()}
+    return lambda: session.run(None, feeds)  # returns host arrays: synchronous on every provider
+
+
+def _interleaved(calls: dict, device: str, warmup: int, iters: int) -> dict[str, list[float]]:
+    """Time every call ``iters`` times, round-robin, so each model sees the same machine conditions.
+
+    Timing each model in its own block lets drift (other load, clock changes) pass for a
+    speed-up; alternating calls pairs them under the same conditions. The order rotates each
+    round so no model always runs first.
+    """
+    names = list(calls)
+    if not names:
+        return {}
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    times = {name: [] for name in names}
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+    for i in range(iters):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                calls[name]()
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                calls[name]()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def benchmark(
+    models: Mapping[str, nn.Module | str | os.PathLike],
+    example_inputs,
+    *,
+    runtimes: Sequence[str] = ("torch", "onnxruntime"),
+    devices: Sequence[str] = ("cpu", "cuda"),
+    batch_sizes: Sequence[int] = (1, 32),
+    threads: int | None = None,
+    warmup: int = 10,
+    iters: int = 100,
+    progress: bool = True,
+) -> BenchReport:
+    """Time each model in each runtime, device and batch size.
+
+    Args:
+        models: name -> ``nn.Module`` or path to an ``.onnx`` file (``{"dense": m, "shrunk": r.model}``).
+        example_inputs: inputs of any batch size; they are resized to each of ``batch_sizes``.
+        runtimes: "torch" (eager, inference_mode), "torch-fp16" (CUDA), "onnxruntime".
+        devices: "cpu" and/or "cuda"; a device that is not there gives skipped rows.
+        batch_sizes: batch sizes to time.
+        threads: CPU threads for PyTorch and ONNX Runtime; None keeps PyTorch's current count.
+        warmup, iters: untimed and timed iterations per row.
+        progress: show a progress bar.
+
+    Returns:
+        A `BenchReport`; ``report.speedup("dense", "shrunk")`` gives p50 ratios.
+
+    Example:
+        >>> import torch, shrink
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> rep = shrink.benchmark({"net": net}, torch.randn(1, 8), runtimes=("torch",), devices=("cpu",),
+        ...                        batch_sizes=(1,), warmup=1, iters=5, progress=False)
+        >>> rep.rows[0].p50_ms > 0
+        True
+    """
+    bad = sorted(set(runtimes) - set(RUNTIMES)) + sorted(set(devices) - set(DEVICES))
+    if bad:
+        raise ShrinkValueError(f"unknown runtime/device {bad}; runtimes are {RUNTIMES}, devices {DEVICES}")
+    if not models:
+        raise ShrinkValueError("models is empty; pass {'name': model_or_onnx_path, ...}")
+    if any(b < 1 for b in batch_sizes) or warmup < 0 or iters < 1:
+        raise ShrinkValueError("batch sizes and iters must be >= 1 and warmup >= 0")
+    for name, m in models.items():
+        if not isinstance(m, (nn.Module, str, os.PathLike)):
+            raise ShrinkTypeError(f"models[{name!r}] must be an nn.Module or an .onnx path; got {type(m).__name__}")
+    previous = torch.get_num_threads()
+    threads = threads or previous
+    torch.set_num_threads(threads)
+    rows: dict[tuple, BenchRow] = {}
+    configs = [(rt, dev, b) for rt in runtimes for dev in devices for b in batch_sizes]
+    try:
+        with tempfile.TemporaryDirectory() as tmp, progress_bar(progress, len(configs), "benchmark") as advance:
+            onnx_paths: dict[str, Path] = {}
+            for rt, dev, b in configs:
+                calls = {}
+                for name, model in models.items():
+                    call = _prepare(name, model, rt, dev, b, example_inputs, threads, tmp, onnx_paths)
+                    if isinstance(call, str):
+                        rows[(name, rt, dev, b)] = BenchRow(name, rt, dev, b, threads, skipped=call)
+                    else:
+                        calls[name] = call
+                for name, times in _interleaved(calls, dev, warmup, iters).items():
+                    rows[(name, rt, dev, b)] = _row(name, rt, dev, b, threads, times)
+                advance(f"{rt} {dev} b{b}")
+    finally:
+        torch.set_num_threads(previous)
+    ordered = [rows[(n, rt, dev, b)] for n in models for rt in runtimes for dev in devices for b in batch_sizes]
+    # Recorded beside the figures: sub-millisecond models run up to ~2x slower without spinning,
+    # but only without it do identical models time alike when sessions alternate.
+    settings = {"threads": threads, "timing": "models alternated call by call",
+                "onnxruntime_spinning": False}
+    return BenchReport(tuple(ordered), machine_info() | settings)
+
+
+def _prepare(name, model, runtime, device, batch, example_inputs, threads, tmp, onnx_paths):
+    """A call that runs ``model`` once at ``batch``, or the reason the row is skipped."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available"
+    inputs = _inputs.with_batch(example_inputs, batch)
+    if runtime.startswith("torch"):
+        if not isinstance(model, nn.Module):
+            return "an ONNX file has no PyTorch runtime"
+        return _torch_call(model, inputs, runtime, device)
+    if isinstance(model, nn.Module):
+        names = input_names(model, example_inputs)
+        if name not in onnx_paths:
+            onnx_paths[name] = Path(export_onnx(model, example_inputs, Path(tmp) / f"{len(onnx_paths)}.onnx").path)
+        path = onnx_paths[name]
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ShrinkValueError(f"ONNX file {str(path)!r} not found")
+        import onnx
+
+        names = [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+    return _ort_call(path, inputs, names, device, threads)

@@ -1,0 +1,149 @@
+"""`save` and `load`: a compressed model as safetensors weights plus a JSON plan. Nothing pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._util.versions import __version__
+from .._util import inputs as _inputs
+from ..cut import graph
+from .._util.atomic import atomic_folder
+from ..errors import PlanMismatchError, ShrinkValueError
+from .._util.hashing import state_hash
+from ..cut.plan import Plan
+from ..cut.surgery import Tracker, apply_steps
+
+WEIGHTS = "model.safetensors"
+PLAN = "plan.json"
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with each shared tensor stored once (safetensors refuses aliases)."""
+    state, seen = {}, {}
+    for key, value in model.state_dict(keep_vars=False).items():
+        ptr = (value.data_ptr(), tuple(value.shape), value.dtype) if value.numel() else None
+        if ptr is not None and ptr in seen:
+            continue
+        if ptr is not None:
+            seen[ptr] = key
+        state[key] = value.detach().cpu().contiguous()
+    return state
+
+
+def save(result, folder: str | os.PathLike, *, overwrite: bool = False, extra: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/plan.json``.
+
+    The folder is written under a temporary name and renamed, so a failure leaves nothing behind.
+
+    Args:
+        result: a `Result` from `compress`.
+        folder: where to write; must not exist unless ``overwrite=True``.
+        overwrite: replace an existing folder.
+        extra: more fields for plan.json (the CLI records the model factory here).
+
+    Returns:
+        The folder's path.
+    """
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        write_into(result, tmp, extra=extra)
+    return Path(folder)
+
+
+def write_into(result, folder: Path, *, extra: dict | None = None) -> None:
+    """The files of `save`, written into an existing folder."""
+    from safetensors.torch import save_file
+
+    state = _plain_state(result.model)
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "shrink": __version__})
+    doc = {
+        "shrink_version": __version__,
+        "torch_version": torch.__version__,
+        "weights_sha256": state_hash(state),
+        "before": result.before.to_dict(),
+        "after": result.after.to_dict(),
+        **result.plan.to_dict(),
+        **(extra or {}),
+    }
+    (folder / PLAN).write_text(json.dumps(doc, indent=1))
+
+
+def read_plan_json(folder: str | os.PathLike) -> dict:
+    """The whole plan.json of a folder written by `save` (plan, versions, hashes, extras)."""
+    path = Path(folder) / PLAN
+    if not path.is_file():
+        raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PlanMismatchError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Replay a saved plan on a fresh un-pruned model and load the saved weights into it.
+
+    Args:
+        folder: a folder written by `save`.
+        base_model: a freshly built instance of the un-pruned architecture (its weights do not matter).
+        inplace: cut ``base_model`` itself instead of a copy.
+
+    Returns:
+        The compressed model, equal to the one that was saved.
+
+    Raises:
+        PlanMismatchError: the plan or the weights do not fit ``base_model``.
+    """
+    import copy
+
+    from safetensors.torch import load_file
+
+    doc = read_plan_json(folder)
+    plan = Plan.from_dict(doc)
+    weights = Path(folder) / WEIGHTS
+    if not weights.is_file():
+        raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
+    model = base_model if inplace else copy.deepcopy(base_model)
+    example_inputs = _inputs.from_spec(plan.inputs)
+    rounds = sorted({step.round for step in plan.steps}) or [0]
+    for k in rounds:  # iterative plans: each round was cut on a fresh trace of the model as it then was
+        try:
+            traced = graph.trace(model, example_inputs, ignore=())
+        except PlanMismatchError:
+            raise
+        except ShrinkValueError as exc:
+            raise PlanMismatchError(
+                f"base_model does not fit the plan: {exc} The plan was traced on inputs "
+                f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
+            ) from exc
+        apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker())
+    state = load_file(str(weights))
+    if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
+        raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
+                                "the file was changed or is corrupt; write the folder again with shrink.save")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    # Tied tensors are stored once: fill the other names from the tensor they share.
+    aliases = _aliases(model)
+    missing = [k for k in missing if k not in aliases]
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or extra or wrong:
+        raise PlanMismatchError(
+            f"the saved weights do not fit the model after replaying the plan: missing {missing}, "
+            f"unexpected {extra}, other shapes {wrong}. Was base_model built with the same configuration?"
+        )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def _aliases(model: nn.Module) -> set[str]:
+    """state_dict names of tensors that another name also holds (tied weights are stored once)."""
+    state = model.state_dict(keep_vars=True)
+    seen: dict[int, int] = {}
+    for value in state.values():
+        seen[id(value)] = seen.get(id(value), 0) + 1
+    return {k for k, v in state.items() if seen[id(v)] > 1}
