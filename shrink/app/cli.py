@@ -85,15 +85,28 @@ def _model(args):
 
 
 def _folder_model(folder: str, args):
-    """Rebuild a compressed model from a shrink folder (its factory from plan.json, or --model)."""
+    """Rebuild a compressed model from a shrink folder and the factory named with --model.
+
+    A folder's files are data only: the factory it records is never imported. It is a hint,
+    and when --model names another factory the folder is refused (it was made from another model).
+    """
     from ..deploy import store
     from . import loading
 
     doc = store.read_plan_json(folder)
-    spec = args.model or doc.get("model_factory")
-    if not spec:
-        raise ShrinkValueError(f"{folder!r} does not record its model factory; pass --model package.module:factory")
-    return store.load(folder, loading.build_model(spec)).eval(), doc
+    recorded = doc.get("model_factory")
+    if not args.model:
+        hint = f" (the folder says it was made from {recorded!r}; check that before you pass it)" if recorded else ""
+        raise ShrinkValueError(
+            f"{folder!r} needs --model package.module:factory, the code that builds its un-pruned model{hint}. "
+            "shrink never imports code named by a folder's files."
+        )
+    if isinstance(recorded, str) and recorded != args.model:
+        raise ShrinkValueError(
+            f"--model {args.model!r} is not the factory {folder!r} was made from ({recorded!r}); "
+            "pass that factory with --model, or compress again from this one."
+        )
+    return store.load(folder, loading.build_model(args.model)).eval(), doc
 
 
 def _inputs_for(args, doc=None):

@@ -46,14 +46,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ShrinkValueError(f"weights file {str(path)!r} not found")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ShrinkValueError(
+                f"{str(path)!r} is not a readable .safetensors file ({_first_line(exc)}); it was not loaded. "
+                "Write it again with safetensors.torch.save_file(model.state_dict(), path)."
+            ) from exc
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ShrinkValueError(f"cannot read {str(path)!r} as a weights-only checkpoint: {exc}. "
-                               "Save a state_dict with torch.save(model.state_dict(), path).") from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds; none of them ran code
+        # One line, and never torch's advice to retry with weights_only=False: that would run the
+        # file's pickled code.
+        refused = "weights only load failed" in str(exc).lower()
+        what = ("holds Python objects besides tensors, which a weights-only load refuses" if refused
+                else "is not a PyTorch checkpoint that torch.load can read")
+        raise ShrinkValueError(
+            f"{str(path)!r} {what}; it was not loaded. Save a plain state_dict with "
+            "torch.save(model.state_dict(), path) or safetensors.torch.save_file(model.state_dict(), path)."
+        ) from exc
     for key in ("state_dict", "model_state_dict", "model"):  # Lightning and common training scripts
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -77,6 +91,11 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
             f"other shapes {_few(wrong)}. Check that --model builds the architecture these weights came from."
         )
     model.load_state_dict(state)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _few(keys: list[str], n: int = 5) -> str:

@@ -101,9 +101,9 @@ def test_export_and_bench_from_folder(tmp_path, ckpt, capsys):
     out = tmp_path / "out"
     assert main(["compress", "--model", "cli_models:mlp", "--weights", str(path), "--input", "2x4",
                  "--out", str(out), "--no-onnx"]) == 0
-    assert main(["export", str(out), "--out", str(tmp_path / "again.onnx")]) == 0
+    assert main(["export", str(out), "--model", "cli_models:mlp", "--out", str(tmp_path / "again.onnx")]) == 0
     assert (tmp_path / "again.onnx").exists()
-    assert main(["bench", str(out), str(tmp_path / "again.onnx"), "--device", "cpu", "--batch", "2",
+    assert main(["bench", str(out), str(tmp_path / "again.onnx"), "--model", "cli_models:mlp", "--device", "cpu", "--batch", "2",
                  "--iters", "3", "--warmup", "1", "--markdown", str(tmp_path / "lat.md")]) == 0
     table = (tmp_path / "lat.md").read_text()
     assert "| out | torch | cpu | 2 |" in table and "| again | onnxruntime | cpu | 2 |" in table
@@ -162,3 +162,67 @@ def test_iterative_compress_from_cli(tmp_path, ckpt):
 
     loaded = shrink.load(out, mlp())
     assert loaded.net[0].out_features == 16 and loaded.net[2].out_features == 8
+
+
+# --- a folder's files are data only -------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["export", "bench"])
+def test_a_folder_naming_a_factory_never_imports_it(tmp_path, ckpt, capsys, monkeypatch, command):
+    _, path = ckpt
+    out = tmp_path / "out"
+    assert main(["compress", "--model", "cli_models:mlp", "--weights", str(path), "--input", "2x4",
+                 "--out", str(out), "--no-onnx"]) == 0
+    # A hostile plan.json names code that would leave a mark if it were ever imported.
+    (tmp_path / "evil_factory.py").write_text(
+        f"open({str(tmp_path / 'pwned')!r}, 'w').write('ran')\ndef build():\n    raise SystemExit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    plan = json.loads((out / "plan.json").read_text())
+    plan["model_factory"] = "evil_factory:build"
+    (out / "plan.json").write_text(json.dumps(plan))
+    extra = ["--out", str(tmp_path / "x.onnx")] if command == "export" else ["--iters", "1", "--warmup", "0"]
+    capsys.readouterr()
+    assert main([command, str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "never imports" in err and len(err.strip().splitlines()) == 1
+    # Naming another factory than the folder records is refused too, before anything is imported.
+    assert main([command, str(out), "--model", "cli_models:wider_mlp", *extra]) == 2
+    assert "evil_factory:build" in capsys.readouterr().err
+    assert not (tmp_path / "pwned").exists()
+    assert "evil_factory" not in sys.modules
+
+
+class _NotATensor:
+    pass
+
+
+def test_a_pickle_with_objects_is_refused_in_one_safe_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    bad = tmp_path / "objects.pt"
+    torch.save({"w": torch.zeros(2), "obj": _NotATensor()}, bad)
+    code = main(["analyze", "--model", "cli_models:mlp", "--weights", str(bad), "--input", "2x4"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "\x1b[" not in err
+    assert "weights_only=False" not in err and "add_safe_globals" not in err
+    assert "not loaded" in err and "model.state_dict()" in err
+
+
+@pytest.mark.parametrize("name, data", [("random.pt", bytes(range(256)) * 8), ("random.safetensors", b"\x07" * 300),
+                                        ("truncated.safetensors", None)])
+def test_unreadable_weights_get_one_line(tmp_path, capsys, monkeypatch, name, data):
+    monkeypatch.syspath_prepend(str(HERE))
+    path = tmp_path / name
+    if data is None:
+        from safetensors.torch import save_file
+
+        from cli_models import mlp
+
+        save_file(mlp().state_dict(), str(path))
+        data = path.read_bytes()[:-40]
+    path.write_bytes(data)
+    code = main(["analyze", "--model", "cli_models:mlp", "--weights", str(path), "--input", "2x4"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "not loaded" in err
+    assert "will likely succeed" not in err
