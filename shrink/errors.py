@@ -30,7 +30,15 @@ class ShrinkTypeError(ShrinkError, TypeError):
 
 
 class UnsupportedLayerError(ShrinkValueError):
-    """A layer cannot be cut; the message names it and suggests ``ignore=``."""
+    """A layer cannot be cut; the message names it and suggests ``ignore=``.
+
+    Attributes:
+        layers: the qualified names to keep whole (the CLI spells them ``--ignore NAME``).
+    """
+
+    def __init__(self, message: str, *, layers: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.layers = tuple(layers)
 
 
 class PlanMismatchError(ShrinkValueError):

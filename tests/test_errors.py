@@ -98,9 +98,17 @@ class _WithBuffer(nn.Module):
         return self.head(torch.relu(self.gain(self.fc(x))))
 
 
-def test_layer_that_breaks_is_named_with_fix():
+def test_layer_that_breaks_is_kept_whole_or_named_with_fix_under_strict():
     model = _WithBuffer()
-    with pytest.raises(shrink.ShrinkValueError, match=r"fails in layer 'gain'.*ignore="):
-        shrink.compress(model, torch.randn(2, 4), ratio=0.5)
+    # Self-healing by default: the width the buffer multiplies is kept whole, with the reason.
+    with pytest.warns(UserWarning, match="removed nothing"):
+        healed = shrink.compress(model, torch.randn(2, 4), ratio=0.5)
+    assert healed.model.fc.out_features == 16
+    assert "fails in layer 'gain'" in healed.kept_whole["fc"]
+    assert healed.plan.kept_whole["fc"] == healed.kept_whole["fc"]
+    # strict=True raises instead, naming the producing layer in the caller's syntax.
+    with pytest.raises(shrink.UnsupportedLayerError, match=r"fails in layer 'gain'.*ignore=\['fc'\]") as info:
+        shrink.compress(model, torch.randn(2, 4), ratio=0.5, strict=True)
+    assert info.value.layers == ("fc",)
     result = shrink.compress(model, torch.randn(2, 4), ratio=0.5, ignore=["fc"])
     assert result.model.fc.out_features == 16

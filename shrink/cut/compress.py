@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .._util.clone import clone
 from .._util import inputs as _inputs
-from . import graph, select
-from ..errors import ShrinkTypeError, ShrinkValueError
+from . import graph, heal, select
+from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Size, count
 from .plan import Plan
-from .surgery import Tracker, apply_steps
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,16 @@ class Result:
         plan: the cuts, replayable with `shrink.load`.
         before: parameters and MACs of the original model on the example inputs.
         after: the same for ``model``.
+        kept_whole: groups (by root layer or attention block) left uncut, with the reason: a model
+            output, ignored, a black box to the tracer, or cutting it broke the model or changed
+            what it computes (found and undone by compress itself).
     """
 
     model: nn.Module
     plan: Plan
     before: Size
     after: Size
+    kept_whole: dict[str, str] = field(default_factory=dict)
 
     @property
     def params_ratio(self) -> float:
@@ -57,6 +61,7 @@ class Result:
             "after": self.after.to_dict(),
             "params_ratio": self.params_ratio,
             "macs_ratio": self.macs_ratio,
+            "kept_whole": dict(self.kept_whole),
             "plan": self.plan.to_dict(),
         }
 
@@ -117,8 +122,10 @@ def compress(
     initial_state: Mapping[str, torch.Tensor] | None = None,
     ignore: Iterable = (),
     round_to: int | None = None,
+    strict: bool = False,
     inplace: bool = False,
     seed: int = 0,
+    trace_timeout: float | None = 180.0,
 ) -> Result:
     """Physically remove the lowest-norm units of ``model``, keeping its outputs' shapes.
 
@@ -133,8 +140,13 @@ def compress(
         initial_state: the state_dict from before training (needed for reinit="initial").
         ignore: modules or qualified names kept whole.
         round_to: keep widths multiples of this (attention is always cut by whole heads).
+        strict: by default a group whose cut breaks the model, or makes it compute something else
+            than the original with the cut units masked, is kept whole and reported in
+            ``kept_whole``; ``strict=True`` raises instead, naming the layers to ignore.
         inplace: cut ``model`` itself; by default it is left untouched.
         seed: seed of reinit="random".
+        trace_timeout: seconds tracing may take (None: no limit); parts that run past it are
+            traced as black boxes, and a clear error says when even that does not finish.
 
     Returns:
         A `Result` with the smaller model, its plan and sizes before and after.
@@ -155,24 +167,45 @@ def compress(
     if reinit == "initial":
         check_initial_state(model, initial_state)
     source_sha256 = state_hash(model.state_dict())
+    # A pristine copy to retry from if the first cut fails its checks (compress never cuts the
+    # caller's model unless inplace=True).
+    backup = clone(model) if inplace else None
     work = model if inplace else clone(model)
     before, outputs = count(work, example_inputs, return_outputs=True)
     shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)
-    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs)
+    traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs, timeout=trace_timeout)
     # Step 1: rank every group on the trained weights and choose what goes.
-    steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to)
+    unranked: dict[str, str] = {}
+    steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    kept_whole = {**traced.kept_groups(), **unranked}
+
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
+    def fresh() -> nn.Module:
+        again = clone(backup if inplace else model)
+        if reinit == "initial":
+            again.load_state_dict(initial_state)
+        return again
+
     if reinit == "initial":
         work.load_state_dict(initial_state)
-    # Step 3: cut.
-    tracker = Tracker()
-    apply_steps(work, traced.dg, traced.blocks, steps, tracker)
+    # Step 3: cut, check the cut equals masking, and keep whole what breaks (heal.py).
+    outcome = heal.heal(traced, steps, example_inputs, shapes, fresh, ignore=ignore, timeout=trace_timeout,
+                        strict=strict)
+    if strict and outcome.broken:
+        raise _strict_error(outcome.broken)
+    kept_whole.update(outcome.broken)
+    work, steps, tracker = outcome.model, outcome.steps, outcome.tracker
+    if inplace and work is not model:  # healing rebuilt the model: the caller's object gets its state
+        _become(model, work)
+        work = model
     if reinit == "random":
         reinitialise(work, seed)
     after = check_outputs(work, example_inputs, shapes)
+    if not steps and _asked_for_cuts(ratio):
+        _say_nothing_removed(traced, kept_whole)
     plan = Plan(
         steps=tuple(steps),
         kept=dict(sorted(tracker.kept.items())),
@@ -185,9 +218,43 @@ def compress(
             "seed": seed,
         },
         source_sha256=source_sha256,
+        kept_whole=dict(sorted(kept_whole.items())),
+        checks={"exact": sorted(outcome.exact), "shape_only": sorted(outcome.shape_only),
+                "black_boxes": dict(sorted(traced.opaque.items()))},
     )
     log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
-    return Result(model=work, plan=plan, before=before, after=after)
+    return Result(model=work, plan=plan, before=before, after=after, kept_whole=dict(sorted(kept_whole.items())))
+
+
+def _asked_for_cuts(ratio) -> bool:
+    return any(r > 0 for r in (ratio.values() if isinstance(ratio, Mapping) else [ratio]))
+
+
+def _say_nothing_removed(traced: graph.Traced, kept_whole: dict[str, str]) -> None:
+    """Never silent: a compress that removes nothing says why."""
+    if not traced.groups and not traced.blocks:
+        why = "the tracer found no group of channels to cut (no Linear/conv/embedding layer it can narrow)"
+    else:
+        shown = "; ".join(f"{k!r}: {v}" for k, v in list(kept_whole.items())[:5])
+        more = f" (+{len(kept_whole) - 5} more)" if len(kept_whole) > 5 else ""
+        why = f"every group was kept whole: {shown}{more}"
+    message = f"compress removed nothing: {why}. shrink.analyze(model, inputs) lists every group and reason."
+    log.warning(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def _strict_error(broken: dict[str, str]) -> UnsupportedLayerError:
+    names = sorted(broken)
+    first = names[0]
+    return UnsupportedLayerError(
+        f"cutting {len(names)} group(s) breaks the model (strict=True): {first!r}: {broken[first]}. "
+        f"Keep them whole with ignore={names!r}, or drop strict=True to let compress keep them whole itself.",
+        layers=names)
+
+
+def _become(target: nn.Module, source: nn.Module) -> None:
+    """Make ``target`` (the caller's object, inplace=True) the model ``source`` is."""
+    target.__dict__.update(source.__dict__)
 
 
 def _check_ratio_names(model: nn.Module, ratio: Mapping[str, float]) -> None:

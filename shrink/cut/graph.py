@@ -8,8 +8,12 @@ produces it), input protection (a group added to a model input cannot be narrowe
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import signal
+import threading
+import time
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from .._util import inputs as _inputs
 from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
+from .opaque import failing_nodes, opaque, recording_owners
 
 _OPS = tp.ops
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)
@@ -52,6 +57,27 @@ class Traced:
     groups: list[Group]
     blocks: list[AttentionBlock]
     kept: dict[str, str] = field(default_factory=dict)
+    opaque: dict[str, str] = field(default_factory=dict)
+    checked: dict[str, bool] = field(default_factory=dict)  # step label -> checked exactly (verify.py)
+
+    def kept_groups(self) -> dict[str, str]:
+        """Groups and attention blocks kept whole by the trace, by root or block name, with the reason."""
+        kept = {g.root_name: g.protected for g in self.groups if g.protected is not None}
+        kept.update({b.name: "a single head (or key/value group)" for b in self.blocks if b.units <= 1})
+        return kept
+
+
+class TraceTimeout(Exception):
+    """Raised inside the tracer when its time budget runs out (internal)."""
+
+
+class TraceFailure(Exception):
+    """torch-pruning failed on this model (internal): the error and the modules it points at."""
+
+    def __init__(self, error: BaseException, suspects: list[nn.Module]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.suspects = suspects
 
 
 def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
@@ -82,23 +108,60 @@ def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
     return ignored
 
 
-def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=None) -> Traced:
+def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=None,
+          timeout: float | None = 180.0) -> Traced:
     """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels.
 
-    ``outputs``: the model's outputs on these inputs, when the caller already ran it.
+    A module whose inside torch-pruning cannot trace (it raises, or runs past the time budget) is
+    traced as a black box (see opaque.py) and the rest of the model is traced around it; groups
+    that touch it are kept whole, with the error as the reason.
+
+    Args:
+        outputs: the model's outputs on these inputs, when the caller already ran it.
+        timeout: seconds tracing may take in all (None: no limit). Enforced in the main thread.
+
+    Raises:
+        UnsupportedLayerError: tracing fails even with the failing modules as black boxes, or
+            runs out of time; the message names the module to keep whole.
     """
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     ignored = resolve_ignore(model, ignore)
-    # Float inputs require grad while tracing so that the graph shows where they are added in.
-    args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
-    input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
     if outputs is None:
         with torch.no_grad():
             outputs = _inputs.run(model, example_inputs)
     if not _inputs.flatten_outputs(outputs):
         raise ShrinkValueError("the model returned no tensors; shrink needs tensor outputs to protect them")
+    names = {m: n for n, m in model.named_modules()}
+    # A black box needs inputs and outputs: never the whole model, never a layer the graph cuts by rows.
+    parents = {m: p for p in model.modules() for m in p.children()}
+    black_boxes: dict[nn.Module, str] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for _ in range(16):
+        # The first try gets most of the budget; what a slow part leaves goes to the retries.
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        budget = left if left is None or black_boxes else 0.7 * left
+        try:
+            traced = _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget)
+        except TraceFailure as failure:
+            suspect = _black_box_for(failure.suspects, parents, model, black_boxes)
+            timed_out = isinstance(failure.error, TraceTimeout)
+            if suspect is None or (deadline is not None and time.monotonic() >= deadline):
+                raise _trace_error(failure, suspect, names, timeout) from failure.error
+            black_boxes[suspect] = (f"tracing took longer than its budget inside it" if timed_out
+                                    else f"{type(failure.error).__name__}: {_short(failure.error)}")
+            continue
+        traced.opaque = {names[m]: reason for m, reason in black_boxes.items()}
+        _add_black_box_reasons(traced)
+        return traced
+    raise UnsupportedLayerError("tracing kept failing in new places after 16 black boxes; "
+                                "keep the failing blocks whole with ignore=[...]")
 
+
+def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) -> Traced:
+    # Float inputs require grad while tracing so that the graph shows where they are added in.
+    args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
+    input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
     output_fns: set = set()
 
     def capture(out):
@@ -106,47 +169,113 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
         output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
         return list(found.values())
 
-    customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
     config = getattr(model, "config", None)
     use_cache = getattr(config, "use_cache", None)
-    root_types = _ROOT_TYPES + tuple(customized)
+    names = {m: n for n, m in model.named_modules()}
+    owners = None
     try:
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
-        with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
+        with opaque(list(black_boxes)) as box_pruners, recording_owners(model) as owners, \
+                _time_limit(budget), torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
+            customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+            root_types = _ROOT_TYPES + tuple(customized)
+            customized.update(box_pruners)
+
+            def forward(m, _):
+                with owners:
+                    return m(*args, **kwargs)
+
             dg = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs=example_inputs,
-                forward_fn=lambda m, _: m(*args, **kwargs),
+                forward_fn=forward,
                 output_transform=capture,
                 customized_pruners=customized or None,
                 verbose=False,
             )
-    except ShrinkValueError:
+            blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
+            for block in blocks:
+                block.out = _output_projection(dg, block)
+            blocks = [b for b in blocks if b.out is not None and b.out not in ignored]
+            traced = Traced(model, dg, names, [], blocks)
+            # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
+            # (expanding that group through rotary embeddings' slices is also very slow).
+            head_layers = [layer for b in blocks for layer in b.producers()]
+            for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
+                traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes))
+            traced.kept = _kept_whole(model, traced, ignored)
+    except (ShrinkValueError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - torch-pruning raises many kinds
-        raise UnsupportedLayerError(
-            f"tracing the model's dependency graph failed: {type(exc).__name__}: {exc}. "
-            "If one layer causes this, keep it whole with ignore=['its.qualified.name']."
-        ) from exc
+        suspects = []
+        for node in failing_nodes(exc):
+            owner = owners.owner.get(node.grad_fn) if owners is not None else None
+            for m in (owner, node.module):
+                if isinstance(m, nn.Module) and m not in suspects:
+                    suspects.append(m)
+        raise TraceFailure(exc, suspects) from exc
     finally:
         if use_cache:
             config.use_cache = use_cache
-
-    names = {m: n for n, m in model.named_modules()}
-    blocks = [b for b in find_blocks(model) if b.module not in ignored]
-    for block in blocks:
-        block.out = _output_projection(dg, block)
-    blocks = [b for b in blocks if b.out is not None and b.out not in ignored]
-    traced = Traced(model, dg, names, [], blocks)
-    # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
-    # (expanding that group through rotary embeddings' slices is also very slow).
-    head_layers = [layer for b in blocks for layer in b.producers()]
-    for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
-        traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored))
-    traced.kept = _kept_whole(model, traced, ignored)
     return traced
+
+
+def _black_box_for(suspects, parents, model, black_boxes) -> nn.Module | None:
+    """The innermost module containing the failure that can be a black box: not the model, not a bare layer."""
+    for module in suspects:
+        while module is not None and (not any(True for _ in module.children()) or module in black_boxes):
+            module = parents.get(module)  # a bare layer's failure is its block's wiring
+        if module is not None and module is not model:
+            return module
+    return None
+
+
+def _trace_error(failure: TraceFailure, suspect, names, timeout) -> UnsupportedLayerError:
+    where = f" in {names.get(suspect)!r}" if suspect is not None else ""
+    hint = (f"keep {names.get(suspect)!r} whole with ignore=[{names.get(suspect)!r}]" if suspect is not None
+            else "keep the layer that causes it whole with ignore=['its.qualified.name']")
+    if isinstance(failure.error, TraceTimeout):
+        return UnsupportedLayerError(
+            f"tracing the model's dependency graph did not finish within {timeout:g} s{where}; "
+            f"{hint}, or give it more time with trace_timeout=")
+    return UnsupportedLayerError(
+        f"tracing the model's dependency graph failed{where}: {type(failure.error).__name__}: "
+        f"{_short(failure.error)}. {hint[0].upper() + hint[1:]}.")
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise TraceTimeout in this thread after ``seconds`` (main thread only; elsewhere no limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise TraceTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _add_black_box_reasons(traced: Traced) -> None:
+    """Layers inside a black box are kept whole, with the box and its error as the reason."""
+    for box, reason in traced.opaque.items():
+        prefix = f"{box}." if box else ""
+        for name in list(traced.kept):
+            if name == box or name.startswith(prefix):
+                traced.kept[name] = f"inside {box!r}, traced as a black box ({reason})"
 
 
 def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:
@@ -172,7 +301,7 @@ def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
-def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes=()) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
@@ -185,6 +314,8 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
             protected = protected or "model output"
         if isinstance(module, nn.Module) and module in ignored:
             protected = protected or "ignored"
+        if isinstance(module, nn.Module) and module in black_boxes:
+            protected = protected or f"{'written' if is_out else 'read'} by {names.get(module)!r}, traced as a black box"
         kinds.update(_kinds_of(node, module))
         mixed = _mixes_model_input(node, input_ids)
         if mixed:

@@ -56,6 +56,10 @@ class Plan:
         inputs: shapes and dtypes of the example inputs the graph was traced on.
         settings: the options compress ran with.
         source_sha256: hash of the un-pruned model's weights the plan was ranked on.
+        kept_whole: groups left uncut (by root layer or attention block), with the reason.
+        checks: how the cut was verified: ``exact`` (equal to the masked original on the example
+            inputs), ``shape_only`` (runs and keeps output shapes; LayerNorm-style layers mix the
+            cut channels), and the modules traced as black boxes.
     """
 
     steps: tuple[Step, ...]
@@ -64,6 +68,8 @@ class Plan:
     inputs: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     source_sha256: str = ""
+    kept_whole: dict[str, str] = field(default_factory=dict)
+    checks: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -74,6 +80,8 @@ class Plan:
             "steps": [s.to_dict() for s in self.steps],
             "widths": self.widths,
             "kept": self.kept,
+            "kept_whole": self.kept_whole,
+            "checks": self.checks,
         }
 
     @classmethod
@@ -90,4 +98,6 @@ class Plan:
             inputs=d.get("inputs", {}),
             settings=d.get("settings", {}),
             source_sha256=d.get("source_sha256", ""),
+            kept_whole=d.get("kept_whole", {}),
+            checks=d.get("checks", {}),
         )

@@ -65,15 +65,27 @@ def _member_names(group: Group) -> set[str]:
     return {m.rsplit(" (", 1)[0] for m in group.members if m.endswith("(out)")} | {group.root_name}
 
 
-def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | None) -> list[Step]:
-    """Steps cutting the channel groups (everything but attention heads)."""
+def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | None,
+                unranked: dict[str, str] | None = None) -> list[Step]:
+    """Steps cutting the channel groups (everything but attention heads).
+
+    A group whose units cannot be ranked (the tracer's index mapping does not fit its layers) is
+    left out, with the reason in ``unranked``.
+    """
     pool = []
     for group in traced.groups:
         if group.protected is not None or group.width % group.channel_groups:
             continue
         r = ratio_for(_member_names(group), ratio)
-        if r > 0:
-            pool.append((group, r, _unit_scores(traced, group, p)))
+        if r <= 0:
+            continue
+        try:
+            scores = _unit_scores(traced, group, p)
+        except (IndexError, RuntimeError, ValueError) as exc:  # a mis-traced group: its indices do not fit
+            if unranked is not None:
+                unranked[group.root_name] = f"its channels could not be ranked ({type(exc).__name__}: {exc})"
+            continue
+        pool.append((group, r, scores))
     removed = _local(pool, round_to) if scope == "local" else _global(pool, round_to)
     dim = {True: "out", False: "in"}
     return [
