@@ -1,0 +1,197 @@
+"""Coverage on architectures nobody here wrote: one small model per family of timm (and torchvision).
+
+For each family, the smallest-looking model is built with random weights and compressed with
+default settings (ratio 0.5) in a fresh subprocess with a time limit. Recorded: whether compress
+returned a model that runs and keeps its output shapes, the share of parameters removed, the MAC
+ratio, the groups kept whole (and why, summarised), the modules traced as black boxes, how the
+cuts were verified, and compress time. Writes benchmarks/results/coverage.{md,json}.
+
+timm and torchvision are not dependencies of shrink. Install them beside the venv, not into it
+(torchvision's wheels register kernels that this CPU build of torch lacks, and an installed
+torchvision breaks transformers' imports):
+
+    .venv/bin/pip install --no-deps --target .bench-pkgs torchvision==0.28.0 timm
+    .venv/bin/python benchmarks/coverage.py [--only resnet,vit] [--timeout 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PKGS = ROOT / ".bench-pkgs"
+sys.path.insert(0, str(HERE))
+
+_SMALL = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "mini", "small", "s0", "b0", "t0", "_t", "_s",
+          "18", "_050", "_100", "_s1", "_a0", "lite", "base"]
+_BIG = ["large", "huge", "giant", "gigantic", "xl", "xxl", "_l", "_h", "_g", "448", "384", "512", "_e_", "so400",
+        "clip", "dinov", "sam", "siglip", "_m_", "1024", "big"]
+
+
+def import_vision_libs():
+    """Import torchvision and timm from .bench-pkgs, skipping torchvision's fake kernels for C++ ops."""
+    import torch.library
+
+    if str(PKGS) not in sys.path:
+        sys.path.insert(0, str(PKGS))
+    real = torch.library.register_fake
+
+    def register_fake(op, func=None, /, *args, **kwargs):
+        if "torchvision::" in str(op):
+            return func if func is not None else (lambda f: f)
+        return real(op, func, *args, **kwargs) if func is not None else real(op, *args, **kwargs)
+
+    torch.library.register_fake = register_fake
+    import timm
+    import torchvision
+
+    return timm, torchvision
+
+
+def _size_rank(name: str) -> tuple:
+    small = next((i for i, t in enumerate(_SMALL) if t in name), len(_SMALL))
+    big = sum(t in name for t in _BIG)
+    return (big, small, len(name), name)
+
+
+def families(timm) -> dict[str, str]:
+    """family (timm module) -> the smallest-looking model name in it."""
+    from timm.models import _registry
+
+    by_module: dict[str, list[str]] = {}
+    for name in timm.list_models():
+        by_module.setdefault(_registry._model_to_module.get(name, "?"), []).append(name)
+    return {module: min(names, key=_size_rank) for module, names in sorted(by_module.items())}
+
+
+def _one(name: str) -> dict:
+    """Compress one timm model (runs in a subprocess)."""
+    import warnings
+
+    import torch
+
+    timm, _ = import_vision_libs()
+    import shrink
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    row: dict = {"model": name}
+    try:
+        model = timm.create_model(name, pretrained=False).eval()
+        size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+        x = torch.randn(1, *size)
+        with torch.no_grad():
+            dense_out = model(x)
+    except Exception as exc:  # noqa: BLE001 - the dense model itself does not build/run here
+        row.update(status="skipped", error=f"dense model: {type(exc).__name__}: {str(exc)[:200]}")
+        return row
+    row["input"] = "x".join(str(s) for s in x.shape)
+    start = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = shrink.compress(model, x, ratio=0.5)
+    except Exception as exc:  # noqa: BLE001
+        row.update(status="error", seconds=round(time.perf_counter() - start, 2),
+                   error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        return row
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    with torch.no_grad():
+        out = result.model(x)
+    shapes_ok = tuple(out.shape) == tuple(dense_out.shape)
+    removed = 1 - result.after.params / result.before.params
+    reasons: dict[str, int] = {}
+    for reason in result.kept_whole.values():
+        key = re.sub(r"'[^']*'", "'…'", reason.split(":")[0])[:70]
+        reasons[key] = reasons.get(key, 0) + 1
+    checks = result.plan.checks
+    row.update(
+        status="ok" if shapes_ok else "shape changed",
+        params_before=result.before.params, params_after=result.after.params,
+        params_removed=round(removed, 3), macs_ratio=round(result.macs_ratio, 2),
+        kept_whole=len(result.kept_whole), kept_reasons=reasons,
+        black_boxes=sorted(checks.get("black_boxes", {})),
+        exact=len(checks.get("exact", [])), shape_only=len(checks.get("shape_only", [])),
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated family names")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(_one(args.one)))
+        return
+    timm, _ = import_vision_libs()
+    chosen = families(timm)
+    if args.only:
+        keep = set(args.only.split(","))
+        chosen = {k: v for k, v in chosen.items() if k in keep}
+    from _machine import machine
+
+    info = machine()
+    info["timm"] = timm.__version__
+    rows = []
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    for family, name in chosen.items():
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+                                  timeout=args.timeout, cwd=ROOT)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("ROW ")), None)
+            row = json.loads(line[4:]) if line else {
+                "model": name, "status": "crashed", "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "status": "timeout", "error": f"no answer within {args.timeout:g} s"}
+        row["family"] = family
+        row["wall_s"] = round(time.perf_counter() - start, 1)
+        rows.append(row)
+        print(f"{family:28s} {row['status']:14s} {row.get('params_removed', '')!s:6s} {row.get('error', '')[:90]}",
+              flush=True)
+        _write(rows, info, out)
+
+
+def _write(rows: list[dict], info: dict, out: Path) -> None:
+    from _machine import header
+
+    counted = [r for r in rows if r["status"] != "skipped"]
+    ok = [r for r in counted if r["status"] == "ok"]
+    third = [r for r in ok if r.get("params_removed", 0) >= 1 / 3]
+    (out / "coverage.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    lines = [
+        "# Coverage: one small model per timm family, compress(ratio=0.5) at default settings",
+        "",
+        header(info),
+        "",
+        f"**{len(ok)} of {len(counted)}** families compress, run and keep their output shapes "
+        f"({len(rows) - len(counted)} skipped: the dense model does not build or run here); "
+        f"{len(third)} of them lose at least a third of their parameters.",
+        "",
+        "| family | model | status | params removed | MACs ÷ | groups kept whole (why) | black boxes | checked exact / shape only | compress s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        why = "; ".join(f"{k} ×{n}" for k, n in sorted(r.get("kept_reasons", {}).items(), key=lambda kv: -kv[1]))
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        lines.append(
+            f"| {r['family']} | {r['model']} | {status.replace('|', '/')} | "
+            f"{r['params_removed']:.0%} | {r['macs_ratio']} | {r['kept_whole']}: {why.replace('|', '/')} | "
+            f"{', '.join(r['black_boxes']) or '-'} | {r['exact']} / {r['shape_only']} | {r['seconds']} |"
+            if r["status"] == "ok" else
+            f"| {r['family']} | {r['model']} | {status.replace('|', '/')} | | | | | | {r.get('seconds', '')} |")
+    (out / "coverage.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Self-healing and verified cuts: what breaks, or computes something else, is kept whole and reported."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import shrink
+from models import randomize_bn
+from oracle import assert_matches_oracle
+
+
+class MisTraced(nn.Module):
+    """A channel flip between two convs: the tracer sees an element-wise op and maps channel c to c.
+
+    Cutting conv1's channels and conv2's matching input columns then runs, keeps every shape,
+    and computes something else. Only the masking check can tell.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x)).flip(1)  # channel reversal the tracer does not model
+        x = torch.relu(self.bn2(self.conv2(x)))
+        x = torch.relu(self.conv3(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def _model():
+    torch.manual_seed(0)
+    model = MisTraced().eval()
+    randomize_bn(model)
+    return model
+
+
+def test_a_mis_traced_coupling_is_caught_and_kept_whole():
+    model, x = _model(), torch.randn(2, 3, 8, 8)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert "differs from the original with the cut units masked" in result.kept_whole["conv1"]
+    assert result.model.conv1.out_channels == 8  # kept whole
+    assert result.model.conv2.out_channels == 8 and result.model.conv3.out_channels == 8  # the rest is cut
+    assert result.after.params < result.before.params
+    assert_matches_oracle(model, result, x)
+    assert set(result.plan.checks["exact"]) == {"conv2", "conv3"}
+    assert result.plan.kept_whole["conv1"] == result.kept_whole["conv1"]
+
+
+def test_strict_raises_naming_the_producing_layer():
+    with pytest.raises(shrink.UnsupportedLayerError, match=r"ignore=\['conv1'\]") as info:
+        shrink.compress(_model(), torch.randn(2, 3, 8, 8), ratio=0.5, strict=True)
+    assert info.value.layers == ("conv1",)
+
+
+def test_inplace_healing_leaves_the_callers_object_cut_and_working():
+    model, x = _model(), torch.randn(2, 3, 8, 8)
+    reference = _model()
+    result = shrink.compress(model, x, ratio=0.5, inplace=True)
+    assert result.model is model
+    assert model.conv2.out_channels == 8 and model.conv1.out_channels == 8
+    assert_matches_oracle(reference, result, x)
+
+
+def test_analyze_lists_every_group_compress_would_keep_whole_in_one_run():
+    report = shrink.analyze(_model(), torch.randn(2, 3, 8, 8))
+    by_root = {g.root: g for g in report.groups}
+    assert not by_root["conv1"].prunable and "differs" in by_root["conv1"].reason
+    assert by_root["conv2"].prunable and by_root["conv2"].check == "exact"
+    assert "Groups kept whole" in str(report)
+    fast = shrink.analyze(_model(), torch.randn(2, 3, 8, 8), check=False)
+    assert {g.root: g.prunable for g in fast.groups}["conv1"]  # tracing alone cannot see it
+
+
+@pytest.mark.parametrize("name", ["TinyMLP", "ConvBN", "Residual", "Concat", "DepthwiseSeparable", "GroupedConv",
+                                  "Attention", "GroupedQueryAttention", "MHATransformer"])
+def test_clean_models_need_no_healing(name):
+    from models import ORACLE_MODELS
+
+    cls, shape = ORACLE_MODELS[name]
+    model = cls().eval()
+    x = torch.randn(*shape) if name not in ("Attention", "GroupedQueryAttention", "MHATransformer") else \
+        torch.randn(*shape)
+    result = shrink.compress(model, x, ratio=0.5)
+    healed = {k: v for k, v in result.kept_whole.items() if any(w in v for w in ("fails", "differs", "ranked"))}
+    assert not healed
+    checks = result.plan.checks
+    assert set(checks["exact"]) | set(checks["shape_only"]) == {s.layer for s in result.plan.steps}
+    if name != "MHATransformer":  # per-head dims under attention scaling: checked for shape only
+        assert checks["exact"] and not checks["shape_only"]
+
+
+class _Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 1:  # the run compress makes before tracing is quick; tracing is slow
+            time.sleep(1.0)
+        return self.head(self.fc(x))
+
+
+def test_tracing_has_a_time_budget_and_a_clear_answer():
+    with pytest.raises(shrink.UnsupportedLayerError, match=r"did not finish within 0.3 s.*trace_timeout="):
+        shrink.compress(_Slow(), torch.randn(1, 4), trace_timeout=0.3)
+
+
+def test_a_compress_that_removes_nothing_says_why():
+    model = nn.Sequential(nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"removed nothing: every group was kept whole: '0': model output"):
+        shrink.compress(model, torch.randn(1, 4))
