@@ -168,26 +168,60 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
             return bad_a
         return bad_a + find_bad(good + good_a, b)
 
+    touched = _touched(first, steps)
     remaining = list(steps)
-    for _ in range(3):
-        bad = find_bad([], remaining) if len(remaining) > 1 else list(remaining)
-        if len(remaining) == 1:
-            reasons.setdefault(label(remaining[0]), failure.reason)
+    while failure is not None:
+        # Step 1: a failure that names a layer points at the cuts that touch it (one trial per cause);
+        # step 2: otherwise, bisection over what is left.
+        suspects = _suspects(failure.layer, remaining, touched)
+        if suspects and len(suspects) < len(remaining):
+            for s in suspects:
+                reasons[label(s)] = failure.reason
+            bad = suspects
+        else:
+            bad = find_bad([], remaining) if len(remaining) > 1 else list(remaining)
+            if len(remaining) == 1:
+                reasons.setdefault(label(remaining[0]), failure.reason)
         remaining = [s for s in remaining if s not in bad]
         if strict:
+            return _outcome(first, [], Tracker(), reasons, trials["n"])
+        if not remaining or trials["n"] >= MAX_TRIALS:
             break
         traced, tracker, order, failure = attempt(remaining)
         if failure is None:
             log.info("healed in %d trials (%.1f s): %d groups kept whole", trials["n"],
                      time.monotonic() - started, len(reasons))
             return _outcome(traced, order, tracker, reasons, trials["n"])
-    if strict:
-        return _outcome(first, [], Tracker(), reasons, trials["n"])
-    # Nothing that passes was found: the uncut model, every planned step kept whole.
+    # Nothing that passes was found in the trials allowed: the uncut model, every planned step kept whole.
     for s in remaining:
-        reasons.setdefault(label(s), f"its cut failed together with others: {failure.reason}")
+        reasons.setdefault(label(s), "not cut: no passing combination was found within the trials allowed")
     traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout)
     return _outcome(traced, [], Tracker(), reasons, trials["n"])
+
+
+def _touched(traced: graph.Traced, steps: list[Step]) -> dict[str, tuple[str, ...]]:
+    """Layers each step cuts, by qualified name, read off the trace before any cut."""
+    touched: dict[str, tuple[str, ...]] = {}
+    for step in steps:
+        if step.op == "heads":
+            block = next((b for b in traced.blocks if b.name == step.layer), None)
+            layers = [step.layer] + ([traced.names[m] for m in (block.q, block.k, block.v, block.out)] if block else [])
+        else:
+            group = verify.find_group(traced, step)
+            layers = [m.rsplit(" (", 1)[0] for m in group.members] if group else [step.layer]
+        touched[label(step)] = tuple(layers)
+    return touched
+
+
+def _suspects(layer: str, remaining: list[Step], touched) -> list[Step]:
+    """Steps that cut the failing layer (or a module holding it); else, when few, those cutting inside it."""
+    if not layer:
+        return []
+    on = [s for s in remaining if any(m == layer or layer.startswith(m + ".") for m in touched.get(label(s), ()))]
+    if on:
+        return on
+    inside = [s for s in remaining if any(m.startswith(layer + ".") for m in touched.get(label(s), ()))]
+    return inside if len(inside) <= 2 else []
 
 
 def _outcome(traced, order, tracker, reasons, trials: int = 1) -> Outcome:
