@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--initial", help="state_dict from before training (for --reinit initial)")
     p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
     p.add_argument("--round-to", type=int)
+    p.add_argument("--strict", action="store_true",
+                   help="fail instead of keeping whole a group whose cut breaks the model")
+    p.add_argument("--trace-timeout", type=float, default=180.0, metavar="SECONDS",
+                   help="time tracing may take (default 180)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="export and check ONNX")
     p.add_argument("--bench", action="store_true", help="benchmark latency before/after")
@@ -143,7 +147,8 @@ def cmd_compress(args) -> int:
         train_loader, val_loader = _loaders(args.data)
     doc = compress_to_folder(
         model, _inputs_for(args), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm, reinit=args.reinit,
-        initial_state=initial, ignore=args.ignore, round_to=args.round_to, onnx=args.onnx, bench=args.bench,
+        initial_state=initial, ignore=args.ignore, round_to=args.round_to, strict=args.strict,
+        trace_timeout=args.trace_timeout, onnx=args.onnx, bench=args.bench,
         train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
         distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
     )

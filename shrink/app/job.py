@@ -35,6 +35,8 @@ def compress_to_folder(
     initial_state=None,
     ignore: Iterable = (),
     round_to: int | None = None,
+    strict: bool = False,
+    trace_timeout: float | None = 180.0,
     onnx: bool = True,
     bench: bool = False,
     bench_batch_sizes=(1, 32),
@@ -86,7 +88,8 @@ def compress_to_folder(
             accuracy[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
     else:
         result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
-                          initial_state=initial_state, ignore=ignore, round_to=round_to)
+                          initial_state=initial_state, ignore=ignore, round_to=round_to, strict=strict,
+                          trace_timeout=trace_timeout)
         if val_loader is not None:
             accuracy["after cut"] = evaluate(result.model, val_loader)
         if train_loader is not None and recalibrate_bn(result.model, train_loader) and val_loader is not None:

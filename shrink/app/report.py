@@ -106,6 +106,7 @@ def _markdown(doc: dict, result, export, bench) -> str:
         lines += ["", "## Fine-tuning", "", "| round | epoch | loss | val accuracy |", "|---|---|---|---|"]
         lines += [f"| {h.get('step', 1)} | {h['epoch']} | {h['loss']:.4f} | "
                   + (f"{h['val_accuracy']:.2%} |" if "val_accuracy" in h else " |") for h in doc["history"]]
+    lines += _checks_section(result.plan)
     lines += ["", "## Layer widths", "", "| layer | outputs before → after | inputs before → after |", "|---|---|---|"]
     for name, dims in result.plan.widths.items():
         out = "{} → {}".format(*dims["out"]) if "out" in dims else ""
@@ -114,6 +115,23 @@ def _markdown(doc: dict, result, export, bench) -> str:
     lines += ["", "## Settings", "", "```json", json.dumps(doc["settings"], indent=1, default=str), "```",
               "", "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def _checks_section(plan) -> list[str]:
+    """How the cuts were verified, and every group kept whole with the reason."""
+    checks = plan.checks or {}
+    exact, loose = checks.get("exact", []), checks.get("shape_only", [])
+    lines = ["", "## Verification", "",
+             f"- {len(exact)} cut(s) checked exactly: the cut model equals the original with the removed units "
+             "masked, on the example inputs.",
+             f"- {len(loose)} cut(s) checked for running and output shapes only (a LayerNorm-style layer mixes "
+             "their channels, so masking is not the same function)" + (f": {', '.join(loose)}." if loose else ".")]
+    boxes = checks.get("black_boxes", {})
+    lines += [f"- traced as a black box (kept whole): `{name}`: {why}" for name, why in boxes.items()]
+    if plan.kept_whole:
+        lines += ["", "## Groups kept whole", "", "| group | reason |", "|---|---|"]
+        lines += [f"| {name} | {why.replace('|', '/')} |" for name, why in plan.kept_whole.items()]
+    return lines
 
 
 def _widths_plot(path: Path, widths: dict) -> Path | None:

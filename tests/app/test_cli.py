@@ -39,6 +39,8 @@ def test_compress_writes_a_folder_that_loads(tmp_path, ckpt):
 
     loaded = shrink.load(out, mlp())
     report = json.loads((out / "report.json").read_text())
+    markdown = (out / "report.md").read_text()
+    assert "## Verification" in markdown and "checked exactly" in markdown
     assert report["params"]["after"] == shrink.count(loaded, torch.randn(1, 4)).params
     assert set(report["accuracy"]) == {"before", "after cut", "after fine-tuning (distilled)"}
     import onnxruntime as ort
