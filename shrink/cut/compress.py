@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._util.clone import clone
+from .._util import checks
 from .._util import inputs as _inputs
 from . import graph, select
 from ..errors import ShrinkTypeError, ShrinkValueError
@@ -97,12 +98,20 @@ def check_initial_state(model: nn.Module, initial_state) -> None:
             f"initial_state does not match the model: missing keys {missing}, unexpected keys {extra}. "
             "Pass the state_dict of this same architecture taken before training."
         )
+    not_tensors = sorted(k for k in expected if not isinstance(initial_state[k], torch.Tensor))
+    if not_tensors:
+        k = not_tensors[0]
+        raise ShrinkTypeError(
+            f"initial_state must map names to tensors; {not_tensors} are not (e.g. {k!r} is "
+            f"{type(initial_state[k]).__name__}). Pass `model.state_dict()` taken before training, not numbers."
+        )
     wrong = sorted(k for k in expected if tuple(initial_state[k].shape) != tuple(expected[k].shape))
     if wrong:
         k = wrong[0]
         raise ShrinkValueError(
             f"initial_state has other shapes than the model for {wrong}: e.g. {k!r} is "
-            f"{tuple(initial_state[k].shape)} where the model has {tuple(expected[k].shape)}"
+            f"{tuple(initial_state[k].shape)} where the model has {tuple(expected[k].shape)}. It comes from "
+            "another configuration: pass the state_dict of this same architecture, taken right after building it."
         )
 
 
@@ -154,6 +163,9 @@ def compress(
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if reinit == "initial":
         check_initial_state(model, initial_state)
+    checks.ignore_list(ignore)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ShrinkTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
     source_sha256 = state_hash(model.state_dict())
     work = model if inplace else clone(model)
     before, outputs = count(work, example_inputs, return_outputs=True)
