@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._util.clone import clone
+from .._util import checks
 from .._util import inputs as _inputs
 from ..cut import graph
 from ..layers.rows import is_hf_conv1d
@@ -123,6 +124,9 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
     Returns:
         A `Result`; ``result.plan.settings["kept"]`` lists the zero units kept and why.
     """
+    checks.module(model)
+    checks.number(atol, name="atol", low=0, example=" atol=1e-6 is the default.")
+    _inputs.call_args(example_inputs)  # the inputs' type, before anything is baked or cut
     work = model if inplace else clone(model)
     make_permanent(work)
     before, reference = count(work, example_inputs, return_outputs=True)
