@@ -90,7 +90,10 @@ def clean_stale(parent: Path, name: str) -> list[Path]:
 
 def check_destination(path: str | os.PathLike, *, overwrite: bool, hint: str = "pass overwrite=True",
                       kind: str = "folder") -> Path:
-    """Refuse, before any work, a destination that cannot be written as ``kind`` ("folder" or "file")."""
+    """Refuse, before any work, a destination that cannot be written as ``kind`` ("folder" or "file").
+
+    Temporary files that a killed shrink run left for this destination are cleaned up first.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise ShrinkTypeError(f"the destination must be a path (str or pathlib.Path); got {type(path).__name__}")
     path = Path(path)
@@ -102,6 +105,8 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool, hint: str = "
                 f"cannot write {str(path)!r}: {str(ancestor)!r} is a file, not a folder. "
                 f"Choose a {kind} whose parent is a folder."
             )
+    if path.parent.is_dir():
+        clean_stale(path.parent, path.name)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise ShrinkValueError(f"{str(path)!r} already exists; choose another {kind} or {hint} to replace it")
@@ -128,7 +133,7 @@ def temp_dir(parent: Path, name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{name}.shrink-tmp-{os.getpid()}-", dir=parent))
 
 
-def _mkparents(path: Path) -> None:
+def make_parents(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -161,8 +166,7 @@ def _swap_in(new: Path, path: Path) -> None:
 def atomic_folder(folder: str | os.PathLike, *, overwrite: bool, hint: str = "pass overwrite=True") -> Iterator[Path]:
     """Yields a temporary folder beside ``folder``; on success it replaces ``folder``, else vanishes."""
     folder = check_destination(folder, overwrite=overwrite, hint=hint, kind="folder")
-    _mkparents(folder)
-    clean_stale(folder.parent, folder.name)
+    make_parents(folder)
     try:
         tmp = temp_dir(folder.parent, folder.name)
     except OSError as exc:
@@ -180,8 +184,7 @@ def atomic_folder(folder: str | os.PathLike, *, overwrite: bool, hint: str = "pa
 def atomic_file(path: str | os.PathLike, *, overwrite: bool, hint: str = "pass overwrite=True") -> Iterator[Path]:
     """Yields a temporary file name beside ``path``; on success it replaces ``path``, else vanishes."""
     path = check_destination(path, overwrite=overwrite, hint=hint, kind="file")
-    _mkparents(path)
-    clean_stale(path.parent, path.name)
+    make_parents(path)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.shrink-tmp-{os.getpid()}-", dir=path.parent)
     except OSError as exc:

@@ -31,10 +31,21 @@ def build_model(spec: str) -> nn.Module:
     except ImportError as exc:
         raise ShrinkValueError(f"cannot import {module_name!r} (from --model {spec!r}): {exc}. "
                                "Run from the folder that holds the package, or install it.") from exc
+    except SyntaxError as exc:
+        raise ShrinkValueError(f"{module_name!r} (from --model {spec!r}) has a syntax error: {exc.msg} in "
+                               f"{exc.filename}, line {exc.lineno}. Fix the file and run again.") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module ran and failed; say so in one line
+        raise ShrinkValueError(f"importing {module_name!r} (from --model {spec!r}) raised {_first_line(exc)}. "
+                               "Fix the module (run `python -c 'import " + module_name + "'` to see the "
+                               "traceback), or pass --debug.") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ShrinkValueError(f"{module_name!r} has no callable {attr!r} (from --model {spec!r})")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed; say so in one line
+        raise ShrinkValueError(f"--model {spec!r}: calling {attr}() raised {_first_line(exc)}. The factory must "
+                               "build the model with no arguments; pass --debug to see the traceback.") from exc
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model

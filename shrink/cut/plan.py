@@ -48,6 +48,13 @@ class Step:
         for key in ("op", "layer", "dim", "partner"):
             if not isinstance(d.get(key, ""), str):
                 raise PlanMismatchError(f"a plan step's {key!r} must be a string; found {_kind(d[key])}")
+        dims = {"group": ("out", "in"), "heads": ("heads",)}
+        if d["op"] not in dims:
+            raise PlanMismatchError(f"unknown plan step {d['op']!r} (this shrink knows {sorted(dims)}); "
+                                    "the plan was written by another version of shrink")
+        if d["dim"] not in dims[d["op"]]:
+            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: dim must be one of {dims[d['op']]}; "
+                                    f"found {d['dim']!r}")
         removed = d["removed"]
         if not isinstance(removed, list) or not all(_index(i) for i in removed):
             bad = removed if not isinstance(removed, list) else next(i for i in removed if not _index(i))

@@ -208,8 +208,7 @@ def export_onnx(
     if opset is not None:
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
     atomic.check_destination(path, overwrite=overwrite, kind="file")
-    atomic._mkparents(path)
-    atomic.clean_stale(path.parent, path.name)
+    atomic.make_parents(path)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
     with _inputs.evaluating(model):
         return _export_checked(model, example_inputs, path, onnx, dynamic_batch, atol, opset, exporter)
