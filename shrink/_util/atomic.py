@@ -39,9 +39,15 @@ def umask() -> int:
 
 
 def _normal_mode(path: Path) -> None:
-    """Give what mkdtemp/mkstemp created (0700/0600) the permissions a plain mkdir/open would."""
-    base = 0o777 if path.is_dir() else 0o666
-    os.chmod(path, base & ~umask())
+    """Give what mkdtemp/mkstemp created (0700/0600) the permissions a plain mkdir/open would.
+
+    Everything inside a folder too: some writers (safetensors) create their files 0600.
+    """
+    mask = umask()
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for p in paths:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def _pid_alive(pid: int) -> bool:
