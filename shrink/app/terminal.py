@@ -38,9 +38,26 @@ def cli_words(message) -> str:
     return text
 
 
+class _Gate(logging.Filter):
+    """Lets shrink's records through, and other libraries' only from ``threshold`` up."""
+
+    def __init__(self, threshold: int) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "shrink" or record.name.startswith("shrink.") or record.levelno >= self.threshold
+
+
 @contextmanager
 def quiet_libraries(*, verbose: bool = False, debug: bool = False) -> Iterator[None]:
-    """Route logging for one CLI command: shrink's lines to stderr, other libraries' only with -v/--debug."""
+    """Route logging for one CLI command: shrink's lines to stderr, other libraries' only with -v/--debug.
+
+    Some libraries (torch) attach their own handlers to their loggers; a filter on every handler
+    there is, for the duration, keeps their records off the terminal too.
+    """
+    import torch  # noqa: F401 - torch configures its loggers on import; gate them after that
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("shrink: %(levelname)s: %(message)s" if not debug
                                            else "%(levelname)s %(name)s: %(message)s"))
@@ -55,7 +72,12 @@ def quiet_libraries(*, verbose: bool = False, debug: bool = False) -> Iterator[N
     other.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(other)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    logging.captureWarnings(True)  # Python warnings become records of "py.warnings", shown like the rest
+    gate = _Gate(logging.DEBUG if debug else logging.WARNING if verbose else logging.CRITICAL + 1)
+    loggers = [root, *(lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger))]
+    gated = [h for lg in loggers for h in lg.handlers if h is not handler]
+    for h in gated:
+        h.addFilter(gate)
+    logging.captureWarnings(True)  # Python warnings become records of "py.warnings", gated like the rest
     try:
         with warnings.catch_warnings():
             if not (verbose or debug):
@@ -63,6 +85,8 @@ def quiet_libraries(*, verbose: bool = False, debug: bool = False) -> Iterator[N
             yield
     finally:
         logging.captureWarnings(False)
+        for h in gated:
+            h.removeFilter(gate)
         ours.removeHandler(handler)
         root.removeHandler(other)
         ours.setLevel(saved[0])
