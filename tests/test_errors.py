@@ -148,6 +148,6 @@ def test_inplace_refusal_leaves_the_model_as_it_was():
     model = TinyMLP()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(shrink.ShrinkTypeError):
-        shrink.compress(model, X, inplace=True, ignore=[3.5])
+        shrink.compress(model, X, inplace=True, ignore=42)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

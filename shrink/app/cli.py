@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole job on the bundled digits, no arguments needed")
     p.add_argument("--out", default="shrink-demo")
     p.add_argument("--quick", action="store_true", help="a reduced setting (for tests)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out that is not a demo folder")
     return parser
 
 
@@ -142,6 +143,8 @@ def cmd_compress(args) -> int:
                                "(returning (train_loader, val_loader)), or drop --epochs")
     if args.epochs < 0 or args.steps < 1:
         raise ShrinkValueError("--epochs must be >= 0 and --steps >= 1")
+    if not 0 < args.lr < float("inf"):
+        raise ShrinkValueError(f"--lr must be a finite number > 0, e.g. --lr 1e-3; got {args.lr}")
     check_destination(args.out, overwrite=args.force, hint="pass --force")
     model = _model(args)
     initial = None
@@ -251,7 +254,11 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .._util.atomic import check_destination
+    from .demo import is_demo_folder, run_demo
+
+    # The demo replaces its own earlier folder; anything else needs --force, checked before training.
+    check_destination(args.out, overwrite=args.force or is_demo_folder(args.out), hint="pass --force")
 
     doc = run_demo(args.out, quick=args.quick)
     _print_summary(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
@@ -113,6 +114,9 @@ def _few(keys: list[str], n: int = 5) -> str:
     return str(keys[:n])[:-1] + (f", ... +{len(keys) - n} more]" if len(keys) > n else "]")
 
 
+MAX_INPUT_ELEMENTS = 10**8
+
+
 def parse_inputs(specs: list[str]):
     """``1x3x224x224``, ``int64:1x16`` or ``input_ids=int64:1x16`` (named, passed as keywords)."""
     if not specs:
@@ -128,6 +132,9 @@ def parse_inputs(specs: list[str]):
                 f"--input {spec!r} is not a shape like 1x3x224x224 or int64:1x16 (dtypes: {sorted(_DTYPES)})"
             )
         shape = [int(s) for s in shape_text.split("x")]
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ShrinkValueError(f"--input {spec!r} has {math.prod(shape):,} elements, more than "
+                                   f"{MAX_INPUT_ELEMENTS:,}; an example input needs one small batch (e.g. 1x3x224x224)")
         if dtype.is_floating_point:
             tensor = torch.randn(shape, generator=gen).to(dtype)
         elif dtype == torch.bool:

@@ -126,13 +126,14 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
     """
     checks.module(model)
     checks.number(atol, name="atol", low=0, example=" atol=1e-6 is the default.")
-    _inputs.call_args(example_inputs)  # the inputs' type, before anything is baked or cut
     work = model if inplace else clone(model)
-    make_permanent(work)
+    # The inputs are tried (masks apply as hooks) before the masks are baked: with inplace=True a
+    # refusal leaves the model as it came.
     before, reference = count(work, example_inputs, return_outputs=True)
     second = _inputs.with_batch(example_inputs, 3, seed=1)
     with torch.no_grad():
         reference2 = _inputs.run(work, second)
+    make_permanent(work)
     traced = graph.trace(work, example_inputs, outputs=reference)
     dg = traced.dg
     groups = [g for g in traced.groups if g.protected is None and g.channel_groups == 1]

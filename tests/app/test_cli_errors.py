@@ -181,3 +181,39 @@ def test_only_shrinks_own_lines_reach_the_terminal_unless_verbose(tmp_path):
     loud = subprocess.run([*base, "-v", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert loud.returncode == 0, loud.stderr
     assert "torchvision is not installed" in loud.stderr and "Evaluation failed" in loud.stderr
+
+
+def _no_demo(*args, **kwargs):
+    raise AssertionError("the demo started before its --out was checked")
+
+
+def test_demo_refuses_a_folder_it_did_not_write_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("shrink.app.demo.run_demo", _no_demo)
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("mine")
+    assert main(["demo", "--out", str(mine)]) == 2
+    _one_line(capsys, "already exists", "--force")
+    assert (mine / "chapter1.tex").read_text() == "mine"
+
+
+def test_demo_may_replace_its_own_folder(tmp_path):
+    from shrink.app.demo import is_demo_folder
+
+    out = tmp_path / "shrink-demo"
+    out.mkdir()
+    assert not is_demo_folder(out)
+    (out / "plan.json").write_text('{"model_factory": "shrink.zoo:DigitsNet"}')
+    assert is_demo_folder(out)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["analyze", "--model", "cli_models:mlp", "--input", "100000x100000x4"], "more than 100,000,000"),
+    (["compress", *MLP, "--out", "never", "--lr", "nan", "--epochs", "1", "--data", "cli_models:loaders"],
+     "--lr must be a finite number > 0"),
+    (["compress", *MLP, "--out", "never", "--steps", "0"], "--steps >= 1"),
+])
+def test_hostile_numbers(argv, needle, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    assert main(argv) == 2
+    _one_line(capsys, needle)

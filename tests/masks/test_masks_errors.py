@@ -51,3 +51,11 @@ def test_seed_and_dim_types():
         shrink.sparsify(TinyMLP(), 0.5, method="random", seed="7")
     with pytest.raises(shrink.ShrinkTypeError, match="dim must be an int"):
         shrink.sparsify(TinyMLP(), 0.5, structured=True, dim=None)
+
+
+def test_compact_inplace_with_inputs_that_do_not_fit_leaves_masks_as_they_were():
+    model = TinyMLP()
+    shrink.sparsify(model, 0.5)
+    with pytest.raises(shrink.ShrinkValueError, match="cannot run on the example inputs"):
+        shrink.compact(model, torch.randn(2, 7), inplace=True)
+    assert hasattr(model.net[0], "weight_mask")  # not baked
