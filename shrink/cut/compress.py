@@ -11,6 +11,7 @@ from torch import nn
 
 from .._util.clone import clone
 from .._util import checks
+from .._util import snapshot
 from .._util import inputs as _inputs
 from . import graph, select
 from ..errors import ShrinkTypeError, ShrinkValueError
@@ -115,6 +116,7 @@ def check_initial_state(model: nn.Module, initial_state) -> None:
         )
 
 
+@snapshot.undo_on_failure(values=lambda kw: kw.get("reinit", "trained") != "trained")
 def compress(
     model: nn.Module,
     example_inputs,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .._util import checks
+from .._util import snapshot
 from .._util.clone import clone
 from . import graph
 from .compress import Result, check_options, compress
@@ -27,6 +28,7 @@ def _units(traced) -> dict[str, int]:
     return units
 
 
+@snapshot.undo_on_failure()
 def compress_iteratively(
     model: nn.Module,
     example_inputs,

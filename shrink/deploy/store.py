@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._util.versions import __version__
-from .._util import checks
+from .._util import checks, snapshot
 from .._util import inputs as _inputs
 from ..cut import graph
 from .._util.atomic import atomic_folder
@@ -155,6 +155,17 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
         raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
                                 "the file was changed or is corrupt; write the folder again with shrink.save")
     model = base_model if inplace else copy.deepcopy(base_model)
+    before = snapshot.take(model) if inplace else None
+    try:
+        return _replay(folder, doc, plan, state, model, base_model)
+    except BaseException:
+        if before is not None:  # a refusal leaves the caller's model as it came
+            snapshot.restore(before)
+        raise
+
+
+def _replay(folder, doc: dict, plan: Plan, state: dict, model: nn.Module, base_model: nn.Module) -> nn.Module:
+    """Cut ``model`` as the plan says, then load ``state`` into it (checked first)."""
     example_inputs = _inputs.from_spec(plan.inputs)
     rounds = sorted({step.round for step in plan.steps}) or [0]
     for k in rounds:  # iterative plans: each round was cut on a fresh trace of the model as it then was

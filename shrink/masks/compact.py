@@ -21,6 +21,7 @@ from torch import nn
 
 from .._util.clone import clone
 from .._util import checks
+from .._util import snapshot
 from .._util import inputs as _inputs
 from ..cut import graph
 from ..layers.rows import is_hf_conv1d
@@ -109,6 +110,7 @@ def _input_ranges(model, readers, inputs_list):
     return lo, hi
 
 
+@snapshot.undo_on_failure()
 def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bool = False) -> Result:
     """Physically remove units that contribute nothing; the outputs stay the same (to ``atol``).
 
