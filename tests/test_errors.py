@@ -151,3 +151,11 @@ def test_inplace_refusal_leaves_the_model_as_it_was():
         shrink.compress(model, X, inplace=True, ignore=42)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_weights_are_refused_before_ranking():
+    model = TinyMLP()
+    with torch.no_grad():
+        model.net[2].weight[0, 0] = float("nan")
+    with pytest.raises(shrink.ShrinkValueError, match=r"NaN or infinite values in \['net.2.weight'\].*did training diverge"):
+        shrink.compress(model, X)

@@ -69,3 +69,35 @@ def _range(low, high, low_open) -> str:
     if high is not None:
         return f" <= {high}"
     return ""
+
+
+def finite_parameters(model: nn.Module, *, what: str = "model") -> None:
+    """Every floating-point parameter finite: a norm over NaN ranks nothing.
+
+    Buffers are not checked: attention masks legitimately hold -inf.
+    """
+    import torch
+
+    bad = sorted(name for name, t in model.named_parameters()
+                 if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise ShrinkValueError(
+            f"{what} has NaN or infinite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: ranking channels "
+            "by their norm needs finite weights. Check the checkpoint (did training diverge?) and load another."
+        )
+
+
+def finite_inputs(example_inputs) -> None:
+    """Example inputs without NaN/inf: outputs compared on them would be NaN."""
+    import torch
+
+    from .inputs import call_args
+
+    args, kwargs = call_args(example_inputs)
+    bad = [str(i) for i, t in enumerate(args) if isinstance(t, torch.Tensor) and t.is_floating_point()
+           and not bool(torch.isfinite(t).all())]
+    bad += [k for k, t in kwargs.items() if isinstance(t, torch.Tensor) and t.is_floating_point()
+            and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ShrinkValueError(f"example inputs {bad} contain NaN or infinite values; pass finite example "
+                               "inputs, e.g. torch.randn(1, 3, 224, 224)")

@@ -166,6 +166,7 @@ def compress(
     if reinit == "initial":
         check_initial_state(model, initial_state)
     checks.ignore_list(ignore)
+    checks.finite_parameters(model)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ShrinkTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
     source_sha256 = state_hash(model.state_dict())

@@ -207,6 +207,7 @@ def export_onnx(
     checks.number(atol, name="atol", low=0, example=" atol=1e-4 is the default.")
     if opset is not None:
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
+    checks.finite_inputs(example_inputs)
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.

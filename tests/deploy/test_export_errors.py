@@ -65,3 +65,10 @@ def test_unsupported_operator_is_named_with_what_to_do(tmp_path):
                                                       r"another opset"):
         shrink.export_onnx(_Eig(), torch.randn(2, 4), tmp_path / "m.onnx")
     assert not any(tmp_path.iterdir())
+
+
+def test_nan_example_inputs_are_refused_not_reported_as_a_parity_failure(tmp_path):
+    x = torch.randn(2, 2)
+    x[0, 0] = math.nan
+    with pytest.raises(shrink.ShrinkValueError, match="contain NaN or infinite values"):
+        shrink.export_onnx(TinyMLP(), x, tmp_path / "m.onnx")
