@@ -288,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"shrink: error: {cli_words(exc)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            if args.debug:
+                raise
+            # Outputs are written under temporary names and renamed at the end: nothing half-done is left.
+            print("shrink: interrupted; no output was written or changed", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -132,6 +132,8 @@ def parse_inputs(specs: list[str]):
                 f"--input {spec!r} is not a shape like 1x3x224x224 or int64:1x16 (dtypes: {sorted(_DTYPES)})"
             )
         shape = [int(s) for s in shape_text.split("x")]
+        if 0 in shape:
+            raise ShrinkValueError(f"--input {spec!r} has an empty dimension; every size must be >= 1, e.g. 1x3x224x224")
         if math.prod(shape) > MAX_INPUT_ELEMENTS:
             raise ShrinkValueError(f"--input {spec!r} has {math.prod(shape):,} elements, more than "
                                    f"{MAX_INPUT_ELEMENTS:,}; an example input needs one small batch (e.g. 1x3x224x224)")

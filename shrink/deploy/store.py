@@ -22,6 +22,7 @@ from ..cut.surgery import Tracker, apply_steps
 
 WEIGHTS = "model.safetensors"
 PLAN = "plan.json"
+MAX_PLAN_BYTES = 256 * 2**20  # kept indices of a 70B-parameter model take a few MB
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -90,6 +91,9 @@ def read_plan_json(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
     damaged = "the file is damaged or cut short; write the folder again with shrink.save (or restore it from a copy)"
+    if path.stat().st_size > MAX_PLAN_BYTES:
+        raise PlanMismatchError(f"{str(path)!r} is {path.stat().st_size:,} bytes, more than any plan shrink writes "
+                                f"({MAX_PLAN_BYTES:,}): it is not a plan; write the folder again with shrink.save")
     try:
         doc = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:

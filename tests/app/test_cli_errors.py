@@ -217,3 +217,22 @@ def test_hostile_numbers(argv, needle, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(HERE))
     assert main(argv) == 2
     _one_line(capsys, needle)
+
+
+def test_ctrl_c_is_one_line_and_leaves_no_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("shrink.deploy.store.write_into", interrupted)
+    monkeypatch.setattr("shrink.app.job.write_into", interrupted)
+    assert main(["compress", *MLP, "--out", str(tmp_path / "out"), "--no-onnx"]) == 130
+    _one_line(capsys, "interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_input_dimension(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    assert main(["analyze", "--model", "cli_models:mlp", "--input", "0x4"]) == 2
+    _one_line(capsys, "has an empty dimension")

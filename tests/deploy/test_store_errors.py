@@ -179,3 +179,11 @@ def test_garbage_plan_or_weights_always_give_a_shrink_error(saved, tmp_path_fact
         shrink.load(folder, TinyMLP())
     except shrink.ShrinkError:
         pass
+
+
+def test_a_huge_plan_json_is_refused_without_reading_it(saved, tmp_path, monkeypatch):
+    import shrink.deploy.store as store
+
+    monkeypatch.setattr(store, "MAX_PLAN_BYTES", 100)
+    with pytest.raises(shrink.PlanMismatchError, match="more than any plan shrink writes"):
+        shrink.load(_copy(saved, tmp_path), TinyMLP())
