@@ -26,7 +26,8 @@ _WORDS = [
     (re.compile(r"\bignore=(?=[\s.,;:)]|$)"), "--ignore NAME"),
     (re.compile(r"\binitial_state=(?=[\s.,;:)]|$)"), "--initial"),
     (re.compile(r"\bround_to=(?=[\s.,;:)]|$)"), "--round-to"),
-    (re.compile(r"\breinit='initial'"), "--reinit initial"),
+    (re.compile(r"\b(ratio|atol|scope|reinit|norm|round_to)=('?)([\w\-]+(?:\.[\w\-]+)*)\2"),
+     lambda m: f"--{m[1].replace('_', '-')} {m[3]}"),
 ]
 
 

@@ -135,6 +135,9 @@ def test_export_out_existing_is_refused_before_the_export_in_cli_words(tmp_path,
     ("ignore='fc.1' names no module of the model.", "--ignore fc.1 names no module of the model."),
     ("Keep the layer producing it whole with ignore=.", "Keep the layer producing it whole with --ignore NAME."),
     ("reinit='initial' needs initial_state=, the model's", "--reinit initial needs --initial, the model's"),
+    ("got nan. ratio=0.5 removes half", "got nan. --ratio 0.5 removes half"),
+    ("supports reinit='trained' and scope='local'", "supports --reinit trained and --scope local"),
+    ("atol=1e-4 is the default.", "--atol 1e-4 is the default."),
 ])
 def test_cli_words(library, cli):
     assert cli_words(library) == cli
