@@ -143,17 +143,10 @@ def test_cli_words(library, cli):
     assert cli_words(library) == cli
 
 
-def test_a_library_error_reaches_the_cli_user_in_flags(modules, tmp_path, capsys):
-    name = modules(
-        "import torch\nfrom torch import nn\n"
-        "class Gain(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.register_buffer('g', torch.ones(16))\n"
-        "    def forward(self, x):\n        return x * self.g\n"
-        "def f():\n    return nn.Sequential(nn.Linear(4, 16), Gain(), nn.ReLU(), nn.Linear(16, 2))\n"
-    )
-    code = main(["compress", "--model", f"{name}:f", "--input", "2x4", "--out", str(tmp_path / "o"), "--no-onnx"])
-    assert code == 2
-    err = _one_line(capsys, "--ignore NAME")
+def test_a_library_error_reaches_the_cli_user_in_flags(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    assert main(["analyze", *MLP, "--ignore", "net.9"]) == 2
+    err = _one_line(capsys, "--ignore net.9 names no module of the model")
     assert "ignore=" not in err
 
 
