@@ -112,3 +112,58 @@ def test_layer_that_breaks_is_kept_whole_or_named_with_fix_under_strict():
     assert info.value.layers == ("fc",)
     result = shrink.compress(model, torch.randn(2, 4), ratio=0.5, ignore=["fc"])
     assert result.model.fc.out_features == 16
+
+
+# --- hardening (issue 12): raw exceptions became one ShrinkError with the fix ---------------------------
+
+
+def test_initial_state_of_numbers_is_refused_with_the_fix():
+    state = {k: 1.0 for k in TinyMLP().state_dict()}
+    with pytest.raises(shrink.ShrinkTypeError, match=r"initial_state must map names to tensors.*state_dict\(\)"):
+        shrink.compress(TinyMLP(), X, reinit="initial", initial_state=state)
+
+
+def test_initial_state_of_another_configuration_says_what_to_pass():
+    state = TinyMLP((2, 21, 18, 16, 14, 2)).state_dict()
+    with pytest.raises(shrink.ShrinkValueError, match="another configuration: pass the state_dict of this same"):
+        shrink.compress(TinyMLP(), X, reinit="initial", initial_state=state)
+
+
+@pytest.mark.parametrize("ignore, match", [
+    (42, r"ignore= takes a list of modules or qualified names, e\.g\. ignore=\['fc'\].*got int 42"),
+    ([42], r"found int 42"),
+    ({"net.0": True}, "ignore= takes a list"),
+])
+def test_ignore_of_the_wrong_type(ignore, match):
+    with pytest.raises(shrink.ShrinkTypeError, match=match):
+        shrink.compress(TinyMLP(), X, ignore=ignore)
+    with pytest.raises(shrink.ShrinkTypeError, match=match):
+        shrink.analyze(TinyMLP(), X, ignore=ignore)
+    with pytest.raises(shrink.ShrinkTypeError, match=match):
+        shrink.compress_iteratively(TinyMLP(), X, ratio=0.5, steps=2, ignore=ignore)
+
+
+def test_ignore_none_means_nothing_ignored():
+    assert shrink.compress(TinyMLP(), X, ignore=None).plan.settings["ignore"] == []
+
+
+def test_seed_of_the_wrong_type():
+    with pytest.raises(shrink.ShrinkTypeError, match="seed must be an int"):
+        shrink.compress(TinyMLP(), X, reinit="random", seed="a")
+
+
+def test_inplace_refusal_leaves_the_model_as_it_was():
+    model = TinyMLP()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(shrink.ShrinkTypeError):
+        shrink.compress(model, X, inplace=True, ignore=42)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_weights_are_refused_before_ranking():
+    model = TinyMLP()
+    with torch.no_grad():
+        model.net[2].weight[0, 0] = float("nan")
+    with pytest.raises(shrink.ShrinkValueError, match=r"NaN or infinite values in \['net.2.weight'\].*did training diverge"):
+        shrink.compress(model, X)

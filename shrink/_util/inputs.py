@@ -116,8 +116,12 @@ def to_spec(example_inputs: ExampleInputs) -> dict:
 def from_spec(spec: Mapping) -> ExampleInputs:
     """Inputs with the recorded shapes and dtypes: random floats, zeros for integer ids and masks."""
     generator = torch.Generator().manual_seed(0)
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("args", []), list) or not isinstance(
+            spec.get("kwargs", {}), Mapping):
+        raise ShrinkValueError(f"recorded inputs must look like {{'args': [...], 'kwargs': {{...}}}}; got {spec!r:.80}")
 
     def one(entry: Mapping) -> torch.Tensor:
+        _check_entry(entry)
         dtype = getattr(torch, entry["dtype"])
         if dtype.is_floating_point:
             return torch.randn(entry["shape"], generator=generator).to(dtype)
@@ -132,6 +136,24 @@ def from_spec(spec: Mapping) -> ExampleInputs:
             raise ShrinkValueError("a plan records either positional or keyword inputs, not both")
         return kwargs
     return args[0] if len(args) == 1 else args
+
+
+MAX_RECORDED_ELEMENTS = 10**8  # a plan naming a larger input is damaged or hostile, not a model's inputs
+
+
+def _check_entry(entry) -> None:
+    """One recorded input: {"shape": [ints >= 0], "dtype": a torch dtype name}, of a sane size."""
+    ok = isinstance(entry, Mapping) and isinstance(entry.get("shape"), list) and isinstance(entry.get("dtype"), str)
+    ok = ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry["shape"])
+    ok = ok and isinstance(getattr(torch, entry["dtype"], None), torch.dtype)
+    if not ok:
+        raise ShrinkValueError(f"a recorded input must be {{'shape': [1, 3, 32, 32], 'dtype': 'float32'}}; got {entry!r:.80}")
+    elements = 1
+    for n in entry["shape"]:
+        elements *= n
+    if elements > MAX_RECORDED_ELEMENTS:
+        raise ShrinkValueError(f"a recorded input of shape {entry['shape']} has {elements:,} elements, more than "
+                               f"{MAX_RECORDED_ELEMENTS:,}; pass smaller example inputs")
 
 
 def batch_of(example_inputs: ExampleInputs) -> int:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..errors import CheckFailedError, ShrinkError, ShrinkValueError
+from .terminal import cli_words, quiet_libraries
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -23,7 +24,8 @@ def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shrink", description="Make trained PyTorch models physically smaller.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and every library's log lines")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show shrink's progress and other libraries' warnings")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="print the prunable groups and the layers kept whole")
@@ -72,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --markdown file")
 
     p = sub.add_parser("demo", help="the whole job on the bundled digits, no arguments needed")
     p.add_argument("--out", default="shrink-demo")
     p.add_argument("--quick", action="store_true", help="a reduced setting (for tests)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out that is not a demo folder")
     return parser
 
 
@@ -133,9 +137,19 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_compress(args) -> int:
+    from .._util.atomic import check_destination
     from . import loading
     from .job import compress_to_folder
 
+    # Usage and output paths first: nothing is loaded or computed for a run that cannot finish.
+    if args.epochs and not args.data:
+        raise ShrinkValueError(f"--epochs {args.epochs} fine-tunes on data: pass --data package.module:loaders "
+                               "(returning (train_loader, val_loader)), or drop --epochs")
+    if args.epochs < 0 or args.steps < 1:
+        raise ShrinkValueError("--epochs must be >= 0 and --steps >= 1")
+    if not 0 < args.lr < float("inf"):
+        raise ShrinkValueError(f"--lr must be a finite number > 0, e.g. --lr 1e-3; got {args.lr}")
+    check_destination(args.out, overwrite=args.force, hint="pass --force")
     model = _model(args)
     initial = None
     if args.reinit == "initial":
@@ -164,7 +178,14 @@ def _loaders(spec: str):
         fn = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ShrinkValueError(f"--data {spec!r}: cannot import {attr!r} from {module_name!r}: {exc}") from exc
-    loaders = fn()
+    except Exception as exc:  # noqa: BLE001 - the user's module ran and failed (SyntaxError too)
+        raise ShrinkValueError(f"--data {spec!r}: importing {module_name!r} raised {type(exc).__name__}: "
+                               f"{str(exc)[:200]}; fix the module, or pass --debug") from exc
+    try:
+        loaders = fn()
+    except Exception as exc:  # noqa: BLE001
+        raise ShrinkValueError(f"--data {spec!r}: calling {attr}() raised {type(exc).__name__}: {str(exc)[:200]}; "
+                               "pass --debug to see the traceback") from exc
     if not isinstance(loaders, (tuple, list)) or len(loaders) != 2:
         raise ShrinkValueError(f"--data {spec!r} must return (train_loader, val_loader)")
     return loaders
@@ -191,8 +212,12 @@ def _print_summary(doc: dict) -> None:
 
 
 def cmd_export(args) -> int:
+    from .._util.atomic import check_destination
     from ..deploy.export import export_onnx
 
+    if not args.out.endswith(".onnx"):
+        raise ShrinkValueError(f"--out must name a .onnx file; got {args.out!r}")
+    check_destination(args.out, overwrite=args.force, hint="pass --force", kind="file")
     if args.source:
         model, doc = _folder_model(args.source, args)
     elif args.model:
@@ -207,8 +232,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from .._util.atomic import atomic_file, check_destination
     from ..deploy.bench import benchmark
 
+    if args.markdown:  # before the benchmark runs, not after
+        check_destination(args.markdown, overwrite=args.force, hint="pass --force", kind="file")
     models, doc = {}, None
     if args.model:
         models["model"] = _model(args)
@@ -225,12 +253,17 @@ def cmd_bench(args) -> int:
                     threads=args.threads, warmup=args.warmup, iters=args.iters)
     print(rep.to_markdown())
     if args.markdown:
-        Path(args.markdown).write_text(rep.to_markdown())
+        with atomic_file(args.markdown, overwrite=args.force, hint="pass --force") as tmp:
+            tmp.write_text(rep.to_markdown())
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .._util.atomic import check_destination
+    from .demo import is_demo_folder, run_demo
+
+    # The demo replaces its own earlier folder; anything else needs --force, checked before training.
+    check_destination(args.out, overwrite=args.force or is_demo_folder(args.out), hint="pass --force")
 
     doc = run_demo(args.out, quick=args.quick)
     _print_summary(doc)
@@ -247,19 +280,25 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return COMMANDS[args.command](args)
-    except CheckFailedError as exc:
-        if args.debug:
-            raise
-        print(f"shrink: check failed: {exc}", file=sys.stderr)
-        return 1
-    except ShrinkError as exc:
-        if args.debug:
-            raise
-        print(f"shrink: error: {exc}", file=sys.stderr)
-        return 2
+    with quiet_libraries(verbose=args.verbose, debug=args.debug):
+        try:
+            return COMMANDS[args.command](args)
+        except CheckFailedError as exc:
+            if args.debug:
+                raise
+            print(f"shrink: check failed: {cli_words(exc)}", file=sys.stderr)
+            return 1
+        except ShrinkError as exc:
+            if args.debug:
+                raise
+            print(f"shrink: error: {cli_words(exc)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if args.debug:
+                raise
+            # Outputs are written under temporary names and renamed at the end: nothing half-done is left.
+            print("shrink: interrupted; no output was written or changed", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

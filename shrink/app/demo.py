@@ -15,6 +15,21 @@ from ..zoo import DigitsNet
 log = logging.getLogger(__name__)
 
 
+DEMO_FACTORY = "shrink.zoo:DigitsNet"
+
+
+def is_demo_folder(out) -> bool:
+    """Whether ``out`` is a folder an earlier `run_demo` wrote (which the demo may replace)."""
+    import json
+    from pathlib import Path
+
+    plan = Path(out) / "plan.json"
+    try:
+        return Path(out).is_dir() and json.loads(plan.read_text()).get("model_factory") == DEMO_FACTORY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def run_demo(out: str = "shrink-demo", *, quick: bool = False, progress: bool = True, seed: int = 0) -> dict:
     """Train a small residual CNN on the digits, cut it by half, distil, export, benchmark, report.
 
@@ -40,7 +55,7 @@ def run_demo(out: str = "shrink-demo", *, quick: bool = False, progress: bool = 
         model, example, out, ratio=0.5, train_loader=train_loader, val_loader=val_loader,
         finetune_epochs=2 if quick else 10, lr=1e-3, onnx=True, bench=True,
         bench_batch_sizes=(1, 32), bench_iters=10 if quick else 100, overwrite=True,
-        model_spec="shrink.zoo:DigitsNet", progress=progress,
+        model_spec=DEMO_FACTORY, progress=progress,
     )
     print(f"3/3 exported, checked and benchmarked in {time.perf_counter() - started:.0f} s; report: {out}/report.md")
     return doc

@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from . import report
-from .._util.atomic import atomic_folder
+from .._util.atomic import atomic_folder, check_destination
 from ..deploy.bench import benchmark
 from ..cut.compress import compress
 from ..errors import ShrinkValueError
@@ -63,9 +63,10 @@ def compress_to_folder(
     Returns:
         The report's numbers (as in ``report.json``).
     """
-    out = Path(out)
-    if out.exists() and not overwrite:  # before any work, not after it
-        raise ShrinkValueError(f"{str(out)!r} already exists; choose another --out or pass --force to replace it")
+    out = check_destination(out, overwrite=overwrite, hint="pass --force")  # before any work, not after it
+    if finetune_epochs and train_loader is None:
+        raise ShrinkValueError(f"fine-tuning for {finetune_epochs} epochs needs training data: pass --data "
+                               "package.module:loaders (returning (train_loader, val_loader)), or drop --epochs")
     accuracy, history = {}, []
     if val_loader is not None:
         accuracy["before"] = evaluate(model, val_loader)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
@@ -31,10 +32,21 @@ def build_model(spec: str) -> nn.Module:
     except ImportError as exc:
         raise ShrinkValueError(f"cannot import {module_name!r} (from --model {spec!r}): {exc}. "
                                "Run from the folder that holds the package, or install it.") from exc
+    except SyntaxError as exc:
+        raise ShrinkValueError(f"{module_name!r} (from --model {spec!r}) has a syntax error: {exc.msg} in "
+                               f"{exc.filename}, line {exc.lineno}. Fix the file and run again.") from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module ran and failed; say so in one line
+        raise ShrinkValueError(f"importing {module_name!r} (from --model {spec!r}) raised {_first_line(exc)}. "
+                               "Fix the module (run `python -c 'import " + module_name + "'` to see the "
+                               "traceback), or pass --debug.") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ShrinkValueError(f"{module_name!r} has no callable {attr!r} (from --model {spec!r})")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed; say so in one line
+        raise ShrinkValueError(f"--model {spec!r}: calling {attr}() raised {_first_line(exc)}. The factory must "
+                               "build the model with no arguments; pass --debug to see the traceback.") from exc
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -102,6 +114,9 @@ def _few(keys: list[str], n: int = 5) -> str:
     return str(keys[:n])[:-1] + (f", ... +{len(keys) - n} more]" if len(keys) > n else "]")
 
 
+MAX_INPUT_ELEMENTS = 10**8
+
+
 def parse_inputs(specs: list[str]):
     """``1x3x224x224``, ``int64:1x16`` or ``input_ids=int64:1x16`` (named, passed as keywords)."""
     if not specs:
@@ -117,6 +132,11 @@ def parse_inputs(specs: list[str]):
                 f"--input {spec!r} is not a shape like 1x3x224x224 or int64:1x16 (dtypes: {sorted(_DTYPES)})"
             )
         shape = [int(s) for s in shape_text.split("x")]
+        if 0 in shape:
+            raise ShrinkValueError(f"--input {spec!r} has an empty dimension; every size must be >= 1, e.g. 1x3x224x224")
+        if math.prod(shape) > MAX_INPUT_ELEMENTS:
+            raise ShrinkValueError(f"--input {spec!r} has {math.prod(shape):,} elements, more than "
+                                   f"{MAX_INPUT_ELEMENTS:,}; an example input needs one small batch (e.g. 1x3x224x224)")
         if dtype.is_floating_point:
             tensor = torch.randn(shape, generator=gen).to(dtype)
         elif dtype == torch.bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .._util.versions import __version__
+from .._util.versions import versions
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,7 @@ def write(folder: str | Path, result, *, settings: dict, export=None, bench=None
 
 
 def _versions() -> dict:
-    import onnxruntime
-    import torch_pruning
-
-    return {"shrink": __version__, "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return versions()
 
 
 def _markdown(doc: dict, result, export, bench) -> str:

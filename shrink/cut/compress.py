@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from .._util.clone import clone
+from .._util import checks
+from .._util import snapshot
 from .._util import inputs as _inputs
 from . import graph, heal, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
@@ -102,15 +104,24 @@ def check_initial_state(model: nn.Module, initial_state) -> None:
             f"initial_state does not match the model: missing keys {missing}, unexpected keys {extra}. "
             "Pass the state_dict of this same architecture taken before training."
         )
+    not_tensors = sorted(k for k in expected if not isinstance(initial_state[k], torch.Tensor))
+    if not_tensors:
+        k = not_tensors[0]
+        raise ShrinkTypeError(
+            f"initial_state must map names to tensors; {not_tensors} are not (e.g. {k!r} is "
+            f"{type(initial_state[k]).__name__}). Pass `model.state_dict()` taken before training, not numbers."
+        )
     wrong = sorted(k for k in expected if tuple(initial_state[k].shape) != tuple(expected[k].shape))
     if wrong:
         k = wrong[0]
         raise ShrinkValueError(
             f"initial_state has other shapes than the model for {wrong}: e.g. {k!r} is "
-            f"{tuple(initial_state[k].shape)} where the model has {tuple(expected[k].shape)}"
+            f"{tuple(initial_state[k].shape)} where the model has {tuple(expected[k].shape)}. It comes from "
+            "another configuration: pass the state_dict of this same architecture, taken right after building it."
         )
 
 
+@snapshot.undo_on_failure(values=lambda kw: kw.get("reinit", "trained") != "trained")
 def compress(
     model: nn.Module,
     example_inputs,
@@ -166,6 +177,10 @@ def compress(
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if reinit == "initial":
         check_initial_state(model, initial_state)
+    checks.ignore_list(ignore)
+    checks.finite_parameters(model)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ShrinkTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
     source_sha256 = state_hash(model.state_dict())
     # A pristine copy to retry from if the first cut fails its checks (compress never cuts the
     # caller's model unless inplace=True).

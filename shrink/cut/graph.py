@@ -22,6 +22,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .._util import checks
 from .._util import inputs as _inputs
 from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
@@ -83,14 +84,13 @@ class TraceFailure(Exception):
 def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
     """``ignore`` as sorted qualified names (for plans and reports)."""
     names = {m: n for n, m in model.named_modules()}
-    items = [ignore] if isinstance(ignore, (str, nn.Module)) else list(ignore)
+    items = checks.ignore_list(ignore)
     return sorted(names.get(i, type(i).__name__) if isinstance(i, nn.Module) else str(i) for i in items)
 
 
 def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
     """Modules named or given in ``ignore``, with all their submodules."""
-    if isinstance(ignore, (str, nn.Module)):
-        ignore = [ignore]
+    ignore = checks.ignore_list(ignore)
     by_name = dict(model.named_modules())
     ignored: set[nn.Module] = set()
     for item in ignore:

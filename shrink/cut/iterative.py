@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .._util import checks
+from .._util import snapshot
 from .._util.clone import clone
 from . import graph
 from .compress import Result, check_options, compress
@@ -26,6 +28,7 @@ def _units(traced) -> dict[str, int]:
     return units
 
 
+@snapshot.undo_on_failure()
 def compress_iteratively(
     model: nn.Module,
     example_inputs,
@@ -45,6 +48,8 @@ def compress_iteratively(
         The `Result` (its plan replays every round with `shrink.load`) and one log entry per
         round: step, kept fraction scheduled, params, MACs and the metric if ``evaluate``.
     """
+    checks.module(model)
+    checks.ignore_list(ignore)
     check_options(ratio, "local", norm, "trained", round_to)
     if isinstance(ratio, dict) or not isinstance(steps, int) or steps < 1:
         raise ShrinkValueError("compress_iteratively takes one float ratio and steps >= 1")

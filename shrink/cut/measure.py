@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .._util import checks
 from .._util import inputs as _inputs
 from ..layers.rows import is_hf_conv1d
 
@@ -64,6 +65,7 @@ def count(model: nn.Module, example_inputs, *, return_outputs: bool = False):
 
     With ``return_outputs=True`` returns ``(Size, outputs)``, so callers need no second pass.
     """
+    checks.module(model)
     total = 0
 
     def hook(module, inputs, output):

@@ -40,8 +40,34 @@ class Step:
 
     @classmethod
     def from_dict(cls, d: dict) -> Step:
-        return cls(d["op"], d["layer"], d["dim"], tuple(int(i) for i in d["removed"]), d.get("partner", ""),
-                   int(d.get("round", 0)))
+        if not isinstance(d, dict):
+            raise PlanMismatchError(f"a plan step must be a JSON object; found {_kind(d)}")
+        missing = sorted(k for k in ("op", "layer", "dim", "removed") if k not in d)
+        if missing:
+            raise PlanMismatchError(f"a plan step lacks the keys {missing}")
+        for key in ("op", "layer", "dim", "partner"):
+            if not isinstance(d.get(key, ""), str):
+                raise PlanMismatchError(f"a plan step's {key!r} must be a string; found {_kind(d[key])}")
+        dims = {"group": ("out", "in"), "heads": ("heads",)}
+        if d["op"] not in dims:
+            raise PlanMismatchError(f"unknown plan step {d['op']!r} (this shrink knows {sorted(dims)}); "
+                                    "the plan was written by another version of shrink")
+        if d["dim"] not in dims[d["op"]]:
+            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: dim must be one of {dims[d['op']]}; "
+                                    f"found {d['dim']!r}")
+        removed = d["removed"]
+        if not isinstance(removed, list) or not all(_index(i) for i in removed):
+            bad = removed if not isinstance(removed, list) else next(i for i in removed if not _index(i))
+            raise PlanMismatchError(
+                f"step {d['op']} {d['layer']!r}: 'removed' must be a list of channel indices (integers >= 0); "
+                f"found {bad!r}"
+            )
+        if len(set(removed)) != len(removed):
+            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: 'removed' lists an index twice")
+        rnd = d.get("round", 0)
+        if not _index(rnd):
+            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: 'round' must be an integer >= 0; found {rnd!r}")
+        return cls(d["op"], d["layer"], d["dim"], tuple(removed), d.get("partner", ""), rnd)
 
 
 @dataclass(frozen=True)
@@ -86,11 +112,21 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
+        """The plan a `to_dict` wrote; anything else raises `PlanMismatchError` naming what is wrong."""
+        if not isinstance(d, dict):
+            raise PlanMismatchError(f"a plan must be a JSON object; found {_kind(d)}")
         if d.get("format") != PLAN_FORMAT:
             raise PlanMismatchError(
                 f"plan format {d.get('format')!r} is not the format this shrink reads ({PLAN_FORMAT}); "
                 "re-create the plan with this version of shrink"
             )
+        if not isinstance(d.get("steps"), list):
+            raise PlanMismatchError(f"a plan needs 'steps', a list of cuts; found {_kind(d.get('steps'))}")
+        for key in ("kept", "widths", "inputs", "settings"):
+            if not isinstance(d.get(key, {}), dict):
+                raise PlanMismatchError(f"a plan's {key!r} must be a JSON object; found {_kind(d[key])}")
+        if not isinstance(d.get("source_sha256", ""), str):
+            raise PlanMismatchError("a plan's 'source_sha256' must be a string")
         return cls(
             steps=tuple(Step.from_dict(s) for s in d["steps"]),
             kept=d.get("kept", {}),
@@ -101,3 +137,13 @@ class Plan:
             kept_whole=d.get("kept_whole", {}),
             checks=d.get("checks", {}),
         )
+
+
+def _index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _kind(value) -> str:
+    """A short description of a JSON value for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"

@@ -68,6 +68,11 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
             if block is None:
                 raise PlanMismatchError(f"the plan cuts heads of {step.layer!r}, which is no attention block here")
             block.out = _get(modules, step.partner, step)
+            if step.removed and (max(step.removed) >= block.units or len(step.removed) >= block.units):
+                raise PlanMismatchError(
+                    f"the plan removes heads {sorted(step.removed)} of {step.layer!r}, which has {block.units} "
+                    "here (at least one must stay). Load the plan onto the architecture it was made from."
+                )
             for layer, dim, removed in attention.cuts(block, list(step.removed)):
                 rows = attention.out_rows(layer)
                 tracker.cut(names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)

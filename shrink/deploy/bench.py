@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._util import inputs as _inputs
+from .._util import checks
 from .._util.progress import progress_bar
 from ..errors import ShrinkTypeError, ShrinkValueError
 from .export import export_onnx, input_names
@@ -282,6 +283,16 @@ def benchmark(
         >>> rep.rows[0].p50_ms > 0
         True
     """
+    _check_models(models)
+    for name, value in (("runtimes", runtimes), ("devices", devices), ("batch_sizes", batch_sizes)):
+        if isinstance(value, (str, int)) or not isinstance(value, Sequence) or not value:
+            raise ShrinkTypeError(f"{name} must be a non-empty tuple, e.g. {name}=({RUNTIMES[0] if name == 'runtimes' else DEVICES[0] if name == 'devices' else 1!r},); got {value!r}")
+    if any(isinstance(b, bool) or not isinstance(b, int) for b in batch_sizes):
+        raise ShrinkTypeError(f"batch_sizes must be ints; got {tuple(batch_sizes)!r}")
+    for name, value in (("warmup", warmup), ("iters", iters)):
+        checks.number(value, name=name, low=0, integer=True)
+    if threads is not None:
+        checks.number(threads, name="threads", low=1, integer=True, example=" threads=None keeps PyTorch's count.")
     bad = sorted(set(runtimes) - set(RUNTIMES)) + sorted(set(devices) - set(DEVICES))
     if bad:
         raise ShrinkValueError(f"unknown runtime/device {bad}; runtimes are {RUNTIMES}, devices {DEVICES}")
@@ -319,6 +330,27 @@ def benchmark(
     settings = {"threads": threads, "timing": "models alternated call by call",
                 "onnxruntime_spinning": False}
     return BenchReport(tuple(ordered), machine_info() | settings)
+
+
+def _check_models(models) -> None:
+    """A dict of name -> module or existing .onnx file, checked before anything is timed or exported."""
+    if isinstance(models, nn.Module):
+        raise ShrinkTypeError("models must be a dict of name -> model, e.g. {'dense': model, 'shrunk': result.model}; "
+                              "got one nn.Module")
+    if not isinstance(models, Mapping):
+        raise ShrinkTypeError(f"models must be a dict of name -> model or .onnx path; got {type(models).__name__}")
+    for name, m in models.items():
+        if not isinstance(name, str):
+            raise ShrinkTypeError(f"model names must be strings; got {name!r}")
+        if isinstance(m, nn.Module):
+            continue
+        if not isinstance(m, (str, os.PathLike)):
+            hint = " Pass `result.model`." if isinstance(getattr(m, "model", None), nn.Module) else ""
+            raise ShrinkTypeError(f"models[{name!r}] must be an nn.Module or an .onnx path; got {type(m).__name__}.{hint}")
+        path = Path(m)
+        if path.suffix != ".onnx" or not path.is_file():
+            raise ShrinkValueError(f"models[{name!r}] = {str(path)!r} is not an existing .onnx file; pass an "
+                                   "nn.Module or the path of an ONNX file (shrink.export_onnx writes one)")
 
 
 def _prepare(name, model, runtime, device, batch, example_inputs, threads, tmp, onnx_paths):

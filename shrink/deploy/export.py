@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._util import atomic, checks
 from .._util import inputs as _inputs
+from .export_errors import export_failure
 from ..errors import ParityError, ShrinkError, ShrinkValueError
 
 log = logging.getLogger(__name__)
@@ -201,10 +203,19 @@ def export_onnx(
     path = Path(path)
     if path.suffix != ".onnx":
         raise ShrinkValueError(f"the ONNX path must end in .onnx; got {str(path)!r}")
-    if path.exists() and not overwrite:
-        raise ShrinkValueError(f"{str(path)!r} already exists; choose another path or pass overwrite=True")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    checks.module(model)
+    checks.number(atol, name="atol", low=0, example=" atol=1e-4 is the default.")
+    if opset is not None:
+        checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
+    checks.finite_inputs(example_inputs)
+    atomic.check_destination(path, overwrite=overwrite, kind="file")
+    atomic.make_parents(path)
+    # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
+    with _inputs.evaluating(model):
+        return _export_checked(model, example_inputs, path, onnx, dynamic_batch, atol, opset, exporter)
+
+
+def _export_checked(model, example_inputs, path: Path, onnx, dynamic_batch, atol, opset, exporter) -> ExportReport:
     args, kwargs = _inputs.call_args(example_inputs)
     names = input_names(model, example_inputs)
     with torch.no_grad():
@@ -216,7 +227,7 @@ def export_onnx(
     order = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
     errors = []
     for dynamo in order:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
+        tmp = atomic.temp_dir(path.parent, path.name)
         target = tmp / path.name
         try:
             _export(model, args, kwargs, target, names, out_names, dynamic_batch, dynamo, opset)
@@ -242,4 +253,4 @@ def export_onnx(
     if parity_errors:
         raise parity_errors[0]
     last = errors[-1]
-    raise ShrinkValueError(f"ONNX export failed: {type(last).__name__}: {str(last)[:500]}") from last
+    raise ShrinkValueError(export_failure(last)) from last

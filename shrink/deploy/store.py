@@ -10,16 +10,19 @@ import torch
 from torch import nn
 
 from .._util.versions import __version__
+from .._util import checks, snapshot
 from .._util import inputs as _inputs
 from ..cut import graph
 from .._util.atomic import atomic_folder
-from ..errors import PlanMismatchError, ShrinkValueError
+from ..errors import PlanMismatchError, ShrinkError, ShrinkTypeError, ShrinkValueError
 from .._util.hashing import state_hash
+from ..cut.compress import Result
 from ..cut.plan import Plan
 from ..cut.surgery import Tracker, apply_steps
 
 WEIGHTS = "model.safetensors"
 PLAN = "plan.json"
+MAX_PLAN_BYTES = 256 * 2**20  # kept indices of a 70B-parameter model take a few MB
 
 
 def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,6 +52,12 @@ def save(result, folder: str | os.PathLike, *, overwrite: bool = False, extra: d
     Returns:
         The folder's path.
     """
+    if not isinstance(result, Result):
+        hint = (" Pass the Result that shrink.compress returned (it holds the plan `load` replays), not "
+                "`result.model`; an un-pruned model's weights go in `torch.save(model.state_dict(), path)`.")
+        raise ShrinkTypeError(f"save takes a shrink Result; got {type(result).__name__}.{hint}")
+    if extra is not None and not isinstance(extra, dict):
+        raise ShrinkTypeError(f"extra must be a dict of JSON fields; got {type(extra).__name__}")
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         write_into(result, tmp, extra=extra)
     return Path(folder)
@@ -74,13 +83,54 @@ def write_into(result, folder: Path, *, extra: dict | None = None) -> None:
 
 def read_plan_json(folder: str | os.PathLike) -> dict:
     """The whole plan.json of a folder written by `save` (plan, versions, hashes, extras)."""
+    if not isinstance(folder, (str, os.PathLike)):
+        raise ShrinkTypeError(f"folder must be a path (str or pathlib.Path); got {type(folder).__name__}")
     path = Path(folder) / PLAN
+    if not Path(folder).is_dir():
+        raise ShrinkValueError(f"{str(folder)!r} is not a folder; pass a folder written by shrink.save")
+    if not path.is_file():
+        raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
+    damaged = "the file is damaged or cut short; write the folder again with shrink.save (or restore it from a copy)"
+    if path.stat().st_size > MAX_PLAN_BYTES:
+        raise PlanMismatchError(f"{str(path)!r} is {path.stat().st_size:,} bytes, more than any plan shrink writes "
+                                f"({MAX_PLAN_BYTES:,}): it is not a plan; write the folder again with shrink.save")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PlanMismatchError(f"{str(path)!r} is not text (UTF-8 JSON): {damaged}") from exc
+    except json.JSONDecodeError as exc:
+        raise PlanMismatchError(f"{str(path)!r} is not valid JSON ({exc}): {damaged}") from exc
+    except (OSError, RecursionError) as exc:
+        raise PlanMismatchError(f"{str(path)!r} cannot be read ({type(exc).__name__}): {damaged}") from exc
+    if not isinstance(doc, dict):
+        raise PlanMismatchError(f"{str(path)!r} holds a JSON {type(doc).__name__}, not a plan object: {damaged}")
+    return doc
+
+
+def _read_plan(folder, doc: dict) -> Plan:
+    try:
+        plan = Plan.from_dict(doc)
+        _inputs.from_spec(plan.inputs)
+        return plan
+    except ShrinkValueError as exc:
+        raise PlanMismatchError(f"{str(Path(folder) / PLAN)!r} is not a plan shrink can replay: {exc}. "
+                                "Write the folder again with shrink.save.") from exc
+
+
+def _read_weights(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise ShrinkValueError(f"{str(path)!r} not found; pass a folder written by shrink.save")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PlanMismatchError(f"{str(path)!r} is not valid JSON: {exc}") from exc
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise PlanMismatchError(
+            f"{str(path)!r} is not a readable safetensors file ({type(exc).__name__}: {first}): it is damaged or "
+            "cut short; write the folder again with shrink.save (or restore it from a copy)."
+        ) from exc
 
 
 def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -99,14 +149,27 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     """
     import copy
 
-    from safetensors.torch import load_file
-
+    checks.module(base_model, what="base_model")
     doc = read_plan_json(folder)
-    plan = Plan.from_dict(doc)
+    plan = _read_plan(folder, doc)
     weights = Path(folder) / WEIGHTS
-    if not weights.is_file():
-        raise ShrinkValueError(f"{str(weights)!r} not found; pass a folder written by shrink.save")
+    # Everything on disk is read and checked before the model is touched (inplace=True cuts it).
+    state = _read_weights(weights)
+    if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
+        raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
+                                "the file was changed or is corrupt; write the folder again with shrink.save")
     model = base_model if inplace else copy.deepcopy(base_model)
+    before = snapshot.take(model) if inplace else None
+    try:
+        return _replay(folder, doc, plan, state, model, base_model)
+    except BaseException:
+        if before is not None:  # a refusal leaves the caller's model as it came
+            snapshot.restore(before)
+        raise
+
+
+def _replay(folder, doc: dict, plan: Plan, state: dict, model: nn.Module, base_model: nn.Module) -> nn.Module:
+    """Cut ``model`` as the plan says, then load ``state`` into it (checked first)."""
     example_inputs = _inputs.from_spec(plan.inputs)
     rounds = sorted({step.round for step in plan.steps}) or [0]
     for k in rounds:  # iterative plans: each round was cut on a fresh trace of the model as it then was
@@ -119,11 +182,16 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
                 f"base_model does not fit the plan: {exc} The plan was traced on inputs "
                 f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
             ) from exc
-        apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker())
-    state = load_file(str(weights))
-    if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
-        raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
-                                "the file was changed or is corrupt; write the folder again with shrink.save")
+        try:
+            apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker())
+        except ShrinkError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a foreign plan fails anywhere inside the cutting code
+            raise PlanMismatchError(
+                f"the plan in {str(Path(folder) / PLAN)!r} does not fit base_model ({type(base_model).__name__}): "
+                f"replaying it failed with {type(exc).__name__}: {str(exc)[:200]}. Build base_model with the "
+                "architecture and configuration the plan was made from."
+            ) from exc
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     # Tied tensors are stored once: fill the other names from the tensor they share.

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from .._util.clone import clone
+from .._util import checks
+from .._util import snapshot
 from .._util import inputs as _inputs
 from ..cut import graph
 from ..layers.rows import is_hf_conv1d
@@ -108,6 +110,7 @@ def _input_ranges(model, readers, inputs_list):
     return lo, hi
 
 
+@snapshot.undo_on_failure()
 def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bool = False) -> Result:
     """Physically remove units that contribute nothing; the outputs stay the same (to ``atol``).
 
@@ -123,12 +126,16 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
     Returns:
         A `Result`; ``result.plan.settings["kept"]`` lists the zero units kept and why.
     """
+    checks.module(model)
+    checks.number(atol, name="atol", low=0, example=" atol=1e-6 is the default.")
     work = model if inplace else clone(model)
-    make_permanent(work)
+    # The inputs are tried (masks apply as hooks) before the masks are baked: with inplace=True a
+    # refusal leaves the model as it came.
     before, reference = count(work, example_inputs, return_outputs=True)
     second = _inputs.with_batch(example_inputs, 3, seed=1)
     with torch.no_grad():
         reference2 = _inputs.run(work, second)
+    make_permanent(work)
     traced = graph.trace(work, example_inputs, outputs=reference)
     dg = traced.dg
     groups = [g for g in traced.groups if g.protected is None and g.channel_groups == 1]

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from .._util import checks
 from ..errors import ShrinkTypeError, ShrinkValueError
 
 _PRUNABLE = (nn.Linear, nn.modules.conv._ConvNd)
@@ -100,9 +101,16 @@ def sparsify(
         raise ShrinkValueError(f"scope must be 'local' or 'global'; got {scope!r}")
     if scope == "global" and structured:
         raise ShrinkValueError("global scope masks single weights; use structured=True with scope='local'")
+    checks.module(model)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise ShrinkTypeError(f"dim must be an int (0: output units / filters); got {dim!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ShrinkTypeError(f"seed must be None or an int; got {seed!r}")
     layers, left = _targets(model, filter_fn, include_last)
     if not layers:
         raise ShrinkValueError("no Linear or conv layer to mask; check filter_fn / include_last")
+    # Every layer is checked before the first is masked: a refusal leaves the model as it was.
+    _check_fits(layers, amount, scope, structured, dim)
     rng = torch.random.fork_rng(devices=[]) if seed is not None else nullcontext()
     with rng:
         if seed is not None:
@@ -121,6 +129,32 @@ def sparsify(
                 else:
                     prune.random_unstructured(m, "weight", amount=amount)
     return SparsifyReport(tuple(n for n, _ in layers), tuple(left), method, scope, structured, amount)
+
+
+def _check_fits(layers, amount, scope: str, structured: bool, dim: int) -> None:
+    """A count must fit every layer it applies to (the whole set, for global scope); dim must exist."""
+    if structured:
+        for name, m in layers:
+            if not -m.weight.dim() <= dim < m.weight.dim():
+                raise ShrinkValueError(f"dim={dim} does not exist in {name!r}, whose weight has {m.weight.dim()} "
+                                       "dimensions; dim=0 masks output units / filters")
+    if isinstance(amount, float):
+        return
+    if scope == "global":
+        total = sum(m.weight.numel() for _, m in layers)
+        if amount > total:
+            raise ShrinkValueError(f"amount={amount} weights is more than the {total} weights of the layers "
+                                   "masked together; pass a count <= that, or a fraction such as 0.5")
+        return
+    sizes = {name: m.weight.shape[dim] if structured else m.weight.numel() for name, m in layers}
+    small = sorted(n for n, size in sizes.items() if amount > size)
+    if small:
+        unit = f"slices along dim {dim}" if structured else "weights"
+        raise ShrinkValueError(
+            f"amount={amount} {unit} is more than layer(s) {small} have (e.g. {small[0]!r}: {sizes[small[0]]}); "
+            "no layer was masked. Pass a fraction such as 0.5, a smaller count, or leave those layers out "
+            "with filter_fn=."
+        )
 
 
 @dataclass(frozen=True)
@@ -182,6 +216,7 @@ def _zeros(module: nn.Module, name: str) -> tuple[int, int, bool]:
 
 def sparsity(model: nn.Module) -> SparsityReport:
     """Per-layer and global sparsity, read from prune masks where present, else from exact zeros."""
+    checks.module(model)
     layers = []
     for name, m in model.named_modules():
         if isinstance(m, _PRUNABLE):
@@ -193,6 +228,7 @@ def sparsity(model: nn.Module) -> SparsityReport:
 
 def make_permanent(model: nn.Module) -> list[str]:
     """Bake every `torch.nn.utils.prune` mask into its weight; returns the names of the layers baked."""
+    checks.module(model)
     baked = []
     for name, m in model.named_modules():
         for hook in list(m._forward_pre_hooks.values()):
@@ -205,7 +241,8 @@ def make_permanent(model: nn.Module) -> list[str]:
 def step_targets(target: float, steps: int, schedule: str = "geometric") -> list[float]:
     """Cumulative sparsity after each step. Geometric: each step masks the same share gamma of what
     is left, so after k steps 1-(1-gamma)^k (seed 002); gamma = 1-(1-target)^(1/steps)."""
-    if not 0 <= target < 1 or steps < 1:
+    numbers = isinstance(target, (int, float)) and isinstance(steps, int) and not isinstance(steps, bool)
+    if not numbers or isinstance(target, bool) or not 0 <= target < 1 or steps < 1:
         raise ShrinkValueError(f"need 0 <= target < 1 and steps >= 1; got target={target}, steps={steps}")
     if schedule == "geometric":
         gamma = 1 - (1 - target) ** (1 / steps)
@@ -238,6 +275,7 @@ def prune_iteratively(
     Returns:
         One dict per step: step, target sparsity, achieved sparsity, and the metric if ``evaluate``.
     """
+    checks.module(model)
     log = []
     for k, s_k in enumerate(step_targets(target, steps, schedule), start=1):
         layers, _ = _targets(model, filter_fn, include_last)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from torch import nn
 
+from .._util import checks
 from .._util import inputs as _inputs
 from ..deploy.bench import benchmark
 from ..cut.compress import compress
-from ..errors import ShrinkValueError
+from ..errors import ShrinkTypeError, ShrinkValueError
 from .prune import make_permanent, sparsify, sparsity
 from ..cut.measure import count_params
 
@@ -105,6 +106,11 @@ def sweep(
         norm: the norm ranking units (seed 003 used L2).
         latency_iters: timed calls per point.
     """
+    checks.module(model)
+    if not callable(evaluate):
+        raise ShrinkTypeError(f"evaluate must be a function model -> accuracy; got {type(evaluate).__name__}")
+    for r in ratios:
+        checks.number(r, name="every ratio", low=0, high=0.999999, example=" e.g. ratios=(0.25, 0.5, 0.75).")
     if set(methods) - {"weight", "unit"}:
         raise ShrinkValueError(f"methods are 'weight' and 'unit'; got {list(methods)}")
     total = _weights(model)

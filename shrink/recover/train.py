@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._util import checks
 from .._util.progress import progress_bar
 from ..errors import ShrinkValueError
 
@@ -18,10 +19,12 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: str = "cpu") -> float:
     """Top-1 accuracy of ``model`` over ``loader`` (batches of ``(inputs, labels)``), in [0, 1]."""
+    checks.module(model)
     was_training = model.training
     model.eval().to(device)
     correct = total = 0
-    for x, y in loader:
+    for batch in loader:
+        x, y = _pair(batch, "the evaluation loader")
         pred = model(x.to(device)).argmax(dim=1)
         correct += int((pred == y.to(device)).sum())
         total += len(y)
@@ -42,6 +45,9 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, *, batches: int | None = 
     Returns:
         How many BatchNorm layers were recalibrated (0 leaves the model untouched).
     """
+    checks.module(model)
+    if batches is not None:
+        checks.number(batches, name="batches", low=1, integer=True, example=" batches=None uses every batch.")
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
@@ -53,19 +59,34 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, *, batches: int | None = 
         m.momentum = None  # cumulative average over the batches seen
     model.to(device).train()
     seen = 0
-    for i, (x, _) in enumerate(loader):
-        if batches is not None and i >= batches:
-            break
-        model(x.to(device))
-        seen += 1
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
-    if seen == 0:  # never leave reset statistics behind
+    try:
+        for i, batch in enumerate(loader):
+            if batches is not None and i >= batches:
+                break
+            x, _ = _pair(batch, "the loader")
+            model(x.to(device))
+            seen += 1
+        if seen == 0:
+            raise ShrinkValueError("recalibrate_bn got no batches from the loader; pass a loader of (inputs, labels)")
+    except BaseException:  # never leave reset statistics behind
         for m, state in zip(norms, saved):
             m.load_state_dict(state)
-        raise ShrinkValueError("recalibrate_bn got no batches from the loader; pass a loader of (inputs, labels)")
+        raise
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
     return len(norms)
+
+
+def _pair(batch, where: str):
+    """A batch must be ``(inputs, labels)``: say so instead of failing inside the model."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[0], torch.Tensor):
+        return batch
+    raise ShrinkValueError(
+        f"{where} must yield (inputs, labels) pairs of tensors, like a DataLoader over a TensorDataset(x, y); "
+        f"got a {type(batch).__name__}" + (f" of {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+    )
 
 
 def distillation_loss(student_logits, teacher_logits, labels, *, temperature: float, alpha: float):
@@ -104,8 +125,17 @@ def fit(
     Returns:
         One dict per epoch: ``{"epoch", "loss", "val_accuracy"}``.
     """
-    if epochs < 0 or lr <= 0 or not 0 <= alpha <= 1 or temperature <= 0:
-        raise ShrinkValueError("fit needs epochs >= 0, lr > 0, 0 <= alpha <= 1 and temperature > 0")
+    checks.module(model)
+    if teacher is not None:
+        checks.module(teacher, what="teacher")
+    ok = (isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 0
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lr, alpha, temperature, weight_decay)))
+    # Written as "not (x > 0)" so that NaN fails too.
+    if not ok or not (lr > 0) or not (0 <= alpha <= 1) or not (temperature > 0) or not (weight_decay >= 0) or lr == float("inf"):
+        raise ShrinkValueError(
+            "fit needs an int epochs >= 0, a finite lr > 0, 0 <= alpha <= 1, temperature > 0 and weight_decay >= 0; "
+            f"got epochs={epochs!r}, lr={lr!r}, alpha={alpha!r}, temperature={temperature!r}, weight_decay={weight_decay!r}"
+        )
     model.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
@@ -115,7 +145,8 @@ def fit(
     with progress_bar(progress, steps, "fine-tuning" if teacher is None else "distilling") as advance:
         for epoch in range(epochs):
             total, n = 0.0, 0
-            for x, y in train_loader:
+            for batch in train_loader:
+                x, y = _pair(batch, "train_loader")
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
                 if teacher is None:
@@ -129,7 +160,9 @@ def fit(
                 optimiser.step()
                 total, n = total + loss.item() * len(y), n + len(y)
                 advance()
-            record = {"epoch": epoch + 1, "loss": total / max(n, 1)}
+            if n == 0:
+                raise ShrinkValueError("train_loader yielded no batches; pass a loader of (inputs, labels) batches")
+            record = {"epoch": epoch + 1, "loss": total / n}
             if val_loader is not None:
                 record["val_accuracy"] = evaluate(model, val_loader, device=device)
                 model.train()
