@@ -255,7 +255,7 @@ def _say_nothing_removed(traced: graph.Traced, kept_whole: dict[str, str]) -> No
         why = f"every group was kept whole: {shown}{more}"
     message = f"compress removed nothing: {why}. shrink.analyze(model, inputs) lists every group and reason."
     log.warning(message)
-    warnings.warn(message, stacklevel=3)
+    warnings.warn(message, stacklevel=4)
 
 
 def _strict_error(broken: dict[str, str]) -> UnsupportedLayerError:
