@@ -65,9 +65,13 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
     expected = None
     if checked:
         try:
-            expected = verify.reference_outputs(traced, checked, example_inputs)
-        except Exception as exc:  # noqa: BLE001 - the loose cuts broke the forward pass
-            return tracker, order, Mismatch(f"the cut model fails: {_cause(exc)}", _failing_layer(exc))
+            readouts = verify.readouts(traced, checked)
+        except Exception as exc:  # noqa: BLE001 - the tracer cannot map these channels to their readers
+            return tracker, order, Mismatch(f"mapping the cut to its readers failed: {_cause(exc)}")
+        with verify.zeroed_readouts(readouts):
+            expected, failure = run_named(model, example_inputs)
+        if failure:  # the loose cuts broke the forward pass
+            return tracker, order, failure
     failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, checked, tracker), "cutting")
     if failure:
         return tracker, order, failure
@@ -97,10 +101,6 @@ def _cause(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {graph._short(cause)}"
 
 
-def _failing_layer(exc: BaseException) -> str:
-    return getattr(exc, "layer", "")
-
-
 def run_named(model: nn.Module, example_inputs) -> tuple[dict[str, torch.Tensor], Mismatch | None]:
     """Run the cut model once; a failure names the innermost layer that was running."""
     stack: list[str] = []
@@ -125,7 +125,7 @@ def run_named(model: nn.Module, example_inputs) -> tuple[dict[str, torch.Tensor]
     finally:
         for h in handles:
             h.remove()
-    return _inputs.flatten_outputs(out), None
+    return {k: v.detach().clone() for k, v in _inputs.flatten_outputs(out).items()}, None
 
 
 def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: Callable[[], nn.Module], *,

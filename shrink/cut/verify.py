@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._util import inputs as _inputs
 from ..layers import attention
 from ..layers.rows import is_hf_conv1d
 from .graph import Group, Traced
@@ -141,12 +140,9 @@ def zeroed_readouts(readouts: list[tuple[nn.Module, list[int]]]) -> Iterator[Non
             h.remove()
 
 
-def reference_outputs(traced: Traced, steps: list[Step], example_inputs) -> dict[str, torch.Tensor]:
-    """Outputs of the (not yet cut by ``steps``) model with the steps' channels zeroed where read."""
-    readouts = [r for step in steps for r in _readouts(traced, step)]
-    with zeroed_readouts(readouts), torch.no_grad():
-        out = _inputs.run(traced.model, example_inputs)
-    return {k: v.detach().clone() for k, v in _inputs.flatten_outputs(out).items()}
+def readouts(traced: Traced, steps: list[Step]) -> list[tuple[nn.Module, list[int]]]:
+    """Every (consumer, input channels) the steps remove, for `zeroed_readouts`."""
+    return [r for step in steps for r in _readouts(traced, step)]
 
 
 def compare(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> Mismatch | None:
