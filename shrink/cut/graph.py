@@ -274,7 +274,9 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
             else:
                 reasons.setdefault(module, group.protected)
     for block in traced.blocks:
-        if block.units > 1:
+        if block.locked:
+            reasons.update({layer: f"heads kept whole: {block.locked}" for layer in block.producers()})
+        elif block.units > 1:
             narrowed.update(block.producers())
     kept = {}
     for name, module in model.named_modules():
