@@ -17,6 +17,8 @@ from .._util.hashing import state_hash
 from .measure import Size, count
 from .plan import Plan
 from .surgery import Tracker, apply_steps
+from .uniform import equalise
+from ..layers import hf_config
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,7 @@ def compress(
     round_to: int | None = None,
     inplace: bool = False,
     seed: int = 0,
+    uniform: bool | None = None,
 ) -> Result:
     """Physically remove the lowest-norm units of ``model``, keeping its outputs' shapes.
 
@@ -135,6 +138,9 @@ def compress(
         round_to: keep widths multiples of this (attention is always cut by whole heads).
         inplace: cut ``model`` itself; by default it is left untouched.
         seed: seed of reinit="random".
+        uniform: every layer of a kind keeps the same count of heads / FFN units / hidden width
+            (each layer still ranks its own); None means True for a Hugging Face model, whose
+            config can only describe uniform widths, and False otherwise.
 
     Returns:
         A `Result` with the smaller model, its plan and sizes before and after.
@@ -164,6 +170,9 @@ def compress(
     # Step 1: rank every group on the trained weights and choose what goes.
     steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
+    if uniform:
+        steps = equalise(traced, steps, p=norm)
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
     if reinit == "initial":
         work.load_state_dict(initial_state)
@@ -183,6 +192,7 @@ def compress(
             "scope": scope, "norm": norm, "reinit": reinit, "round_to": round_to,
             "ignore": graph.ignore_names(work, ignore),
             "seed": seed,
+            "uniform": uniform,
         },
         source_sha256=source_sha256,
     )

@@ -10,6 +10,7 @@ have exactly the cut model's parameter shapes, or `check` says which ones differ
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 
@@ -22,7 +23,7 @@ from .rows import is_hf_conv1d, out_rows
 log = logging.getLogger(__name__)
 
 # Layers whose outputs are a feed-forward block's hidden units, by the end of their qualified name.
-_FFN_IN = re.compile(
+FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
     r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
 )
@@ -70,7 +71,7 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
         q = block.q
         add("hidden", part, q.weight.shape[0] if is_hf_conv1d(q) else q.weight.shape[1])
     for name, module in model.named_modules():
-        if _FFN_IN.search(name):
+        if FFN_IN.search(name):
             rows = out_rows(module)
             if rows is not None:
                 add("ffn", _part(name), rows.shape[0])
@@ -103,7 +104,10 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
             if name in mapped and mapped[name] in names:
                 continue  # an alias of a name set in this loop
             if value == old or (value is None and kind == "ffn" and name in vars(config)):
-                setattr(config, name, new)
+                try:
+                    setattr(config, name, new)
+                except AttributeError:
+                    continue  # a read-only property derived from the other fields (Falcon's head_dim)
     return check(model)
 
 
@@ -123,3 +127,49 @@ def check(model: nn.Module) -> list[str]:
     missing = sorted(set(got) ^ set(expected))
     return [f"{k}: the config builds {expected[k]}, the model has {got[k]}" for k in wrong] + (
         [f"parameters only on one side: {missing[:5]}"] if missing else [])
+
+
+def expressible(model: nn.Module) -> set[str]:
+    """The kinds of width ("hidden", "ffn", "heads") the model's config has a field for.
+
+    BLOOM's FFN is always 4 x hidden, Whisper's input convolutions follow d_model: a uniform cut
+    of a Hugging Face model only narrows what its config can say.
+    """
+    if not is_hf(model):
+        return {"hidden", "ffn", "heads", "other"}
+    config, kinds = model.config, set()
+    for kind in ("hidden", "ffn", "heads"):
+        names = [n for k, ns in FIELDS.items() if k.endswith(kind) for n in ns]
+        if any(n in vars(config) or n in (getattr(config, "attribute_map", {}) or {}) for n in names):
+            kinds.add(kind)
+    return kinds
+
+
+def head_dim_follows_hidden(model: nn.Module) -> bool:
+    """Whether the family computes head_dim as hidden size / heads (BERT, GPT-2, ViT: no head_dim field).
+
+    Found by building the model from its config with the hidden size doubled (on the meta
+    device) and looking whether the first attention block's query width doubled too.
+    """
+    if not is_hf(model):
+        return False
+    blocks = find_blocks(model)
+    sizes = measure(model, blocks)
+    if not blocks or len(sizes.get("hidden", ())) != 1:
+        return False
+    hidden = next(iter(sizes["hidden"]))
+    config = copy.deepcopy(model.config)
+    for name in FIELDS["hidden"]:
+        if getattr(config, name, None) == hidden:
+            setattr(config, name, 2 * hidden)
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+        q = dict(fresh.named_modules())[f"{blocks[0].name}.{_child_name(blocks[0])}"]
+    except Exception:  # noqa: BLE001 - a config it cannot build: assume the safe, tied case
+        return True
+    return out_rows(q).shape[0] != out_rows(blocks[0].q).shape[0]
+
+
+def _child_name(block) -> str:
+    return next(n for n, m in block.module.named_children() if m is block.q)
