@@ -11,7 +11,8 @@ while each layer still ranks and keeps its *own* best units:
    a kind where one layer must stay whole (a model output, ``ignore=``) stays whole everywhere,
    and so does, for a Hugging Face model, a kind its config has no field for.
 3. Where the family derives the head size from the hidden size (BERT, GPT-2, ViT, ...), the
-   hidden width is tied to the heads: kept hidden = kept heads x head_dim.
+   hidden width is tied to the heads: kept hidden = kept heads x head_dim. Elsewhere the kept
+   hidden width is rounded up to a multiple of the kept heads (configs validate that).
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
             counts[heads[0]] = 0
         else:
             counts["hidden"] = width - kept
+    elif "hidden" in counts and len(heads) == 1 and hf_config.is_hf(traced.model) and counts["hidden"]:
+        # Configs check hidden_size % num_attention_heads == 0 even where head_dim is their own field.
+        block = kinds[heads[0]][0][1]
+        width = next(g.width for _, g, _ in kinds["hidden"])
+        h = (block.units - counts[heads[0]]) * block.heads_per_unit
+        counts["hidden"] = width - min(width, math.ceil((width - counts["hidden"]) / h) * h)
     out = []
     for kind, members in kinds.items():
         for op, x, dim in members:
