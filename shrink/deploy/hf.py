@@ -65,6 +65,13 @@ def save_pretrained(result, folder: str | os.PathLike, *, overwrite: bool = Fals
             f"save_pretrained needs a Hugging Face PreTrainedModel; got {type(model).__name__}. "
             "Use shrink.save(result, folder) and shrink.load(folder, base_model) for other models."
         )
+    _refuse_what_config_cannot_say(model)  # before any folder exists
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        write_into(result, tmp, source=source)
+    return Path(folder)
+
+
+def _refuse_what_config_cannot_say(model) -> None:
     problems = hf_config.check(model)
     if problems:
         shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
@@ -74,23 +81,28 @@ def save_pretrained(result, folder: str | os.PathLike, *, overwrite: bool = Fals
             "for Hugging Face models), or keep this plan with shrink.save(result, folder) and "
             "shrink.load(folder, base_model)."
         )
+
+
+def write_into(result, folder: Path, *, source: str | os.PathLike | None = None) -> list[str]:
+    """The files of `save_pretrained`, written into an existing folder; returns the copied file names."""
+    model = result.model
+    _refuse_what_config_cannot_say(model)
     source = Path(source) if source is not None else _source_folder(model)
-    with atomic_folder(folder, overwrite=overwrite) as tmp:
-        model.save_pretrained(str(tmp))
-        copied = _copy_processor_files(source, tmp) if source is not None else []
-        doc = {
-            "shrink_version": __version__,
-            "torch_version": torch.__version__,
-            "source": str(source) if source is not None else None,
-            "copied": copied,
-            "before": result.before.to_dict(),
-            "after": result.after.to_dict(),
-            **result.plan.to_dict(),
-            "saved_as": "huggingface",
-        }
-        (tmp / PLAN).write_text(json.dumps(doc, indent=1))
+    model.save_pretrained(str(folder))
+    copied = _copy_processor_files(source, folder) if source is not None else []
+    doc = {
+        "shrink_version": __version__,
+        "torch_version": torch.__version__,
+        "source": str(source) if source is not None else None,
+        "copied": copied,
+        "before": result.before.to_dict(),
+        "after": result.after.to_dict(),
+        **result.plan.to_dict(),
+        "saved_as": "huggingface",
+    }
+    (folder / PLAN).write_text(json.dumps(doc, indent=1))
     log.info("wrote Hugging Face folder %s (%d tokenizer/processor files copied)", folder, len(copied))
-    return Path(folder)
+    return copied
 
 
 def _source_folder(model) -> Path | None:
