@@ -81,6 +81,11 @@ FAMILIES = {
     "qwen2": (lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**_V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                                        num_attention_heads=8, num_key_value_heads=2,
                                                        max_position_embeddings=64)), token_inputs),
+    "mixtral": (lambda: T.MixtralForCausalLM(T.MixtralConfig(**_V, hidden_size=32, intermediate_size=64,
+                                                             num_hidden_layers=2, num_attention_heads=8,
+                                                             num_key_value_heads=2, num_local_experts=4,
+                                                             num_experts_per_tok=2, max_position_embeddings=64)),
+                token_inputs),
     "falcon": (lambda: T.FalconForCausalLM(T.FalconConfig(**_V, hidden_size=32, num_hidden_layers=2,
                                                           num_attention_heads=4, multi_query=True,
                                                           new_decoder_architecture=False)), token_inputs),
@@ -104,5 +109,5 @@ FAMILIES = {
         decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2, suppress_tokens=[],
         begin_suppress_tokens=[])), whisper_inputs),
 }
-# Not yet covered (see issue 10): Mixtral (experts stored as one 3-D tensor), Swin (patch merging
-# concatenates strided slices of the hidden width).
+# Not yet covered: Swin (patch merging concatenates strided slices of the hidden width).
+# Mixtral's experts (one 3-D tensor per projection) are kept whole; its attention heads are cut.

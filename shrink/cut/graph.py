@@ -20,6 +20,7 @@ from torch import nn
 
 from .._util import inputs as _inputs
 from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
+from ..layers import hf_moe
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 
@@ -89,7 +90,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     """
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    ignored = resolve_ignore(model, ignore)
+    ignored = resolve_ignore(model, ignore) | hf_moe.kept_whole(model)
+    # Bare parameters (an RMSNorm's scale, a router's weight) are traced on their own: they count too.
+    ignored |= {p for m in list(ignored) for p in m.parameters(recurse=False)}
     # Float inputs require grad while tracing so that the graph shows where they are added in.
     args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
     input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
@@ -183,7 +186,7 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
             members.append(f"{names[module]} ({'out' if is_out else 'in'})")
         if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
             protected = protected or "model output"
-        if isinstance(module, nn.Module) and module in ignored:
+        if isinstance(module, (nn.Module, nn.Parameter)) and module in ignored:
             protected = protected or "ignored"
         kinds.update(_kinds_of(node, module))
         mixed = _mixes_model_input(node, input_ids)

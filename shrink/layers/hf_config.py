@@ -108,6 +108,11 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
                     setattr(config, name, new)
                 except AttributeError:
                     continue  # a read-only property derived from the other fields (Falcon's head_dim)
+    if "head_dim" in after and getattr(config, "head_dim", None) is None:
+        try:  # state it: families that read config.head_dim otherwise derive it from the hidden size
+            config.head_dim = next(iter(after["head_dim"]))
+        except AttributeError:
+            pass
     return check(model)
 
 
@@ -148,8 +153,9 @@ def expressible(model: nn.Module) -> set[str]:
 def head_dim_follows_hidden(model: nn.Module) -> bool:
     """Whether the family computes head_dim as hidden size / heads (BERT, GPT-2, ViT: no head_dim field).
 
-    Found by building the model from its config with the hidden size doubled (on the meta
-    device) and looking whether the first attention block's query width doubled too.
+    Found by building the model from its config with the hidden size doubled and head_dim
+    stated (on the meta device) and looking whether the first attention block's query width
+    doubled too.
     """
     if not is_hf(model):
         return False
@@ -162,6 +168,11 @@ def head_dim_follows_hidden(model: nn.Module) -> bool:
     for name in FIELDS["hidden"]:
         if getattr(config, name, None) == hidden:
             setattr(config, name, 2 * hidden)
+    if getattr(config, "head_dim", None) is None:
+        try:  # a family that reads config.head_dim when given one is not tied (Mixtral, Phi, Qwen2)
+            config.head_dim = blocks[0].head_dim
+        except AttributeError:
+            pass
     try:
         with torch.device("meta"):
             fresh = type(model)(config)

@@ -11,7 +11,7 @@ import shrink
 from hf_models import FAMILIES, HF_MODELS, transformers
 from shrink.layers import hf_config
 
-CAUSAL = ("gpt2", "llama", "gpt_neox", "opt", "mistral", "qwen2", "falcon", "phi", "phi3", "bloom")
+CAUSAL = ("gpt2", "llama", "mixtral", "gpt_neox", "opt", "mistral", "qwen2", "falcon", "phi", "phi3", "bloom")
 
 
 def _main(out):
@@ -115,6 +115,17 @@ def test_tokenizer_files_travel_with_the_model(tmp_path):
     out = shrink.save_pretrained(shrink.compress(model, inputs(), ratio=0.5), tmp_path / "out")
     assert (out / "vocab.json").read_text() == "{}" and (out / "merges.txt").is_file()
     assert json.loads((out / "plan.json").read_text())["copied"] == ["merges.txt", "vocab.json"]
+
+
+def test_mixtral_experts_and_router_kept_whole_heads_cut():
+    factory, inputs = FAMILIES["mixtral"]
+    model = factory()
+    result = shrink.compress(model, inputs(), ratio=0.5)
+    moe, moe0 = result.model.model.layers[0].mlp, model.model.layers[0].mlp
+    assert moe.gate.weight.shape == moe0.gate.weight.shape
+    assert moe.experts.gate_up_proj.shape == moe0.experts.gate_up_proj.shape
+    assert result.model.model.layers[0].self_attn.q_proj.out_features == 16  # 8 heads of 4 -> 4 heads
+    assert result.model.config.num_attention_heads == 4 and result.model.config.head_dim == 4
 
 
 def test_save_pretrained_refuses_a_plain_module(tmp_path):
