@@ -148,8 +148,33 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     head_layers = [layer for b in blocks for layer in b.producers()]
     for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
         traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored))
+    _protect_tied(dg, traced.groups)
     traced.kept = _kept_whole(model, traced, ignored)
     return traced
+
+
+def _protect_tied(dg, groups: list[Group]) -> None:
+    """A weight tied between groups (T5/BART embeddings shared by encoder, decoder and LM head)
+    would be cut once per group, differently: groups that narrow one tied tensor along the same
+    dimension stay whole. (GPT-2's tied head is one group: embedding and head share its width.)"""
+    owners: dict[tuple[int, int], set[int]] = {}
+    holders: dict[int, set[int]] = {}
+    for gi, group in enumerate(groups):
+        for dep, _ in group.tp_group:
+            module = dep.target.module
+            weight = getattr(module, "weight", None) if isinstance(module, nn.Module) else None
+            if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+                continue
+            is_out = dg.is_out_channel_pruning_fn(dep.handler)
+            stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
+            dim = (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
+            owners.setdefault((id(weight), dim), set()).add(gi)
+            holders.setdefault(id(weight), set()).add(id(module))
+    # Only tensors held by several modules are tied.
+    for (w, _), shared in owners.items():
+        if len(shared) > 1 and len(holders[w]) > 1:
+            for gi in shared:
+                groups[gi].protected = groups[gi].protected or "a weight tied with another group (shared embeddings)"
 
 
 def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:

@@ -132,3 +132,16 @@ def test_save_pretrained_refuses_a_plain_module(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     with pytest.raises(shrink.ShrinkTypeError, match="shrink.save"):
         shrink.save_pretrained(shrink.compress(net, torch.randn(1, 4)), tmp_path / "o")
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_embeddings_tied_across_encoder_decoder_and_head_are_cut_alike(name):
+    factory, inputs = FAMILIES[name]
+    model, x = factory(), inputs()
+    result = shrink.compress(model, x, ratio=0.5, uniform=False)  # was: "cut differently in its places"
+    m = result.model
+    shared = m.shared if name == "t5" else m.model.shared
+    assert shared.weight is m.lm_head.weight and shared.weight.shape == (100, 32)
+    assert result.after.params < result.before.params
+    with torch.no_grad():
+        assert m(**x).logits.shape == model(**x).logits.shape
