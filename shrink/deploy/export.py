@@ -160,12 +160,22 @@ def _no_cache(model: nn.Module) -> Iterator[list[str]]:
     config = getattr(model, "config", None)
     notes: list[str] = []
     cached = getattr(config, "use_cache", False) is True
+    hook = None
     if cached:
         config.use_cache = False
         notes.append("exported the forward without KV cache (use_cache=False); past_key_values are not outputs")
+        try:
+            takes_flag = "use_cache" in inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            takes_flag = False
+        if takes_flag:  # some (T5) build a cache object unless told so in the call itself
+            hook = model.register_forward_pre_hook(
+                lambda _m, args, kwargs: (args, {**kwargs, "use_cache": False}), with_kwargs=True)
     try:
         yield notes
     finally:
+        if hook is not None:
+            hook.remove()
         if cached:
             config.use_cache = True
 

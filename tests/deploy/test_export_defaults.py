@@ -68,3 +68,25 @@ def test_hf_causal_lm_at_defaults_exports_from_batch_one(name, tmp_path, capfd):
     with torch.no_grad():
         expected = result.model(**x5, use_cache=False).logits.numpy()
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_encoder_decoder_at_defaults_exports_without_its_cache_object(tmp_path):
+    from hf_models import FAMILIES
+
+    factory, inputs = FAMILIES["t5"]  # builds an EncoderDecoderCache unless the call says use_cache=False
+    result = shrink.compress(factory(), inputs(), ratio=0.5)
+    rep = shrink.export_onnx(result.model, inputs(), tmp_path / "t5.onnx")
+    assert rep.batch_sizes == (1, 3) and rep.max_rel_diff <= 1e-4
+    assert result.model.config.use_cache is True and not result.model._forward_pre_hooks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bert", "roberta", "distilbert", "gpt2", "gpt_neox", "opt", "llama", "mistral",
+                                  "qwen2", "falcon", "phi", "phi3", "bloom", "t5", "bart", "vit", "whisper"])
+def test_every_hf_family_exports_from_batch_one(name, tmp_path):
+    from hf_models import FAMILIES
+
+    factory, inputs = FAMILIES[name]
+    result = shrink.compress(factory(), inputs(), ratio=0.5)
+    rep = shrink.export_onnx(result.model, inputs(), tmp_path / "m.onnx")
+    assert rep.batch_sizes == (1, 3) and rep.max_rel_diff <= 1e-4
