@@ -103,11 +103,14 @@ FAMILIES = {
                                                                  encoder_attention_heads=4, decoder_attention_heads=4,
                                                                  encoder_ffn_dim=64, decoder_ffn_dim=64,
                                                                  max_position_embeddings=64)), seq2seq_inputs),
+    "swin": (lambda: T.SwinForImageClassification(T.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                                                                num_heads=[2, 4], window_size=4, num_labels=5)),
+             image_inputs),
     "whisper": (lambda: T.WhisperForConditionalGeneration(T.WhisperConfig(
         **_V, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8, max_source_positions=16, max_target_positions=32,
         decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2, suppress_tokens=[],
         begin_suppress_tokens=[])), whisper_inputs),
 }
-# Not yet covered: Swin (patch merging concatenates strided slices of the hidden width).
-# Mixtral's experts (one 3-D tensor per projection) are kept whole; its attention heads are cut.
+# Kept whole where the config cannot describe a cut: Swin (stage widths, relative position bias per
+# head: nothing is cut today), Mixtral's experts and router (its attention heads are cut).

@@ -62,6 +62,13 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         fixed = any(_whole(op, x) for op, x, _ in members)
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
         counts[kind] = 0 if fixed or family not in can_say else math.floor(sum(cut) / len(cut))
+    if hf_config.is_hf(traced.model):
+        # One config field per kind: a kind spread over several widths (Swin's stages) stays whole.
+        for family in ("hidden", "ffn", "heads"):
+            ks = [k for k in counts if k.split(":")[0] == family]
+            sizes = {x.units if op == "heads" else x.width for k in ks for op, x, _ in kinds[k]}
+            if len(sizes) > 1:
+                counts.update({k: 0 for k in ks})
     # Step 3: families whose head size is hidden size / heads.
     heads = [k for k in counts if k.startswith("heads:")]
     if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):

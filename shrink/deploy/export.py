@@ -12,6 +12,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -165,12 +166,18 @@ def _no_cache(model: nn.Module) -> Iterator[list[str]]:
         config.use_cache = False
         notes.append("exported the forward without KV cache (use_cache=False); past_key_values are not outputs")
         try:
-            takes_flag = "use_cache" in inspect.signature(model.forward).parameters
+            params = list(inspect.signature(model.forward).parameters)
         except (TypeError, ValueError):
-            takes_flag = False
-        if takes_flag:  # some (T5) build a cache object unless told so in the call itself
-            hook = model.register_forward_pre_hook(
-                lambda _m, args, kwargs: (args, {**kwargs, "use_cache": False}), with_kwargs=True)
+            params = []
+        if "use_cache" in params:  # some (T5) build a cache object unless told so in the call itself
+            at = params.index("use_cache")
+
+            def no_cache(_m, args, kwargs):
+                if len(args) > at:  # the TorchScript exporter passes keywords by position
+                    return (*args[:at], False, *args[at + 1:]), kwargs
+                return args, {**kwargs, "use_cache": False}
+
+            hook = model.register_forward_pre_hook(no_cache, with_kwargs=True)
     try:
         yield notes
     finally:
@@ -358,7 +365,10 @@ def _export_checked(model, example_inputs, path: Path, dynamic_batch, atol, opse
 
 
 def _first_lines(exc: Exception, limit: int = 400) -> str:
-    text = " ".join(str(exc).split())
+    text = str(exc)
+    if "## Exception summary" in text:  # torch.onnx's long errors: the cause is in this section
+        text = text.split("## Exception summary", 1)[1].split("(Refer to the full stack trace", 1)[0]
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

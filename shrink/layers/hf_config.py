@@ -118,9 +118,6 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
 
 def check(model: nn.Module) -> list[str]:
     """Parameter shapes a model built from ``model.config`` would get wrong (empty: the config is right)."""
-    sizes = nonuniform(measure(model))
-    if sizes:
-        return [f"{kind} differs between layers: {values}" for kind, values in sorted(sizes.items())]
     try:
         with torch.device("meta"):
             fresh = type(model)(model.config)
@@ -130,8 +127,12 @@ def check(model: nn.Module) -> list[str]:
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = sorted(k for k in got if k in expected and expected[k] != got[k])
     missing = sorted(set(got) ^ set(expected))
-    return [f"{k}: the config builds {expected[k]}, the model has {got[k]}" for k in wrong] + (
+    problems = [f"{k}: the config builds {expected[k]}, the model has {got[k]}" for k in wrong] + (
         [f"parameters only on one side: {missing[:5]}"] if missing else [])
+    if problems:  # say why first, when layers of one kind were cut to different widths
+        sizes = nonuniform(measure(model))
+        problems = [f"{kind} differs between layers: {v}" for kind, v in sorted(sizes.items())] + problems
+    return problems
 
 
 def expressible(model: nn.Module) -> set[str]:

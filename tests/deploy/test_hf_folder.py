@@ -27,7 +27,8 @@ def _auto(name):
     return {"bert": transformers.AutoModel, "roberta": transformers.AutoModel, "distilbert": transformers.AutoModel,
             "t5": transformers.AutoModelForSeq2SeqLM, "bart": transformers.AutoModelForSeq2SeqLM,
             "whisper": transformers.AutoModelForSpeechSeq2Seq,
-            "vit": transformers.AutoModelForImageClassification}[name]
+            "vit": transformers.AutoModelForImageClassification,
+            "swin": transformers.AutoModelForImageClassification}[name]
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
