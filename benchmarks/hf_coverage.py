@@ -38,6 +38,18 @@ T = transformers
 EXTRA: dict = {}  # families to measure beyond the tested ones
 
 
+NOTES = """
+What is cut at ratio 0.5 with uniform widths: heads, FFN and hidden width where the config can
+state them. The base models (BERT, RoBERTa, DistilBERT) and the encoder-decoders (T5, BART,
+Whisper) return their hidden states, so the hidden width stays whole; where the family derives the
+head size from the hidden size (BERT, RoBERTa, DistilBERT, BART, Whisper, BLOOM) the heads stay
+with it, and only the FFN is cut. T5 and Swin keep their heads (relative position bias per head),
+BLOOM its heads (ALiBi) and its FFN (always 4 x hidden), Swin its stage widths (one config field
+for several widths), Mixtral its experts and router (stored as 3-D tensors; its heads are cut).
+Mixtral's ONNX export fails in torch.onnx (no ONNX function for transformers' grouped_mm).
+"""
+
+
 def _main_output(out):
     for key in ("logits", "last_hidden_state"):
         if getattr(out, key, None) is not None:
@@ -156,6 +168,7 @@ def main() -> None:
             lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['dense_p50_ms']:.2f} | "
                          f"{r['shrunk_p50_ms']:.2f} | {r['speedup']:.2f} | {r['params_ratio']:.2f} | "
                          f"{r['macs_ratio']:.2f} |")
+    lines += ["", "## Notes", NOTES.rstrip()]
     out = HERE / "results" / "hf_coverage"
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "load_before": load_before,
