@@ -22,6 +22,7 @@ from .recover.train import evaluate, fit, recalibrate_bn
 
 # store
 from .deploy.store import load, save
+from .deploy.hf import save_pretrained
 
 # export
 from .deploy.export import ExportReport, OutputParity, export_onnx
@@ -69,6 +70,7 @@ __all__ = [
     # store
     "save",
     "load",
+    "save_pretrained",
     # export
     "export_onnx",
     "ExportReport",

@@ -41,7 +41,7 @@ def test_head_cut_is_exact(name):
     factory, inputs = HF_MODELS[name]
     model, x = factory(), inputs()
     ratio = {ATTENTION[name].format(i): 0.5 for i in range(2)}
-    result = shrink.compress(model, x, ratio=ratio)
+    result = shrink.compress(model, x, ratio=ratio, uniform=False)
     assert {s.op for s in result.plan.steps} == {"heads"}
     ref = masked_reference(model, result.plan)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_gpt2_tied_head_stays_tied_and_full_vocab():
 
 def test_bert_attributes_follow_heads():
     factory, inputs = HF_MODELS["bert"]
-    result = shrink.compress(factory(), inputs(), ratio=0.5)
+    result = shrink.compress(factory(), inputs(), ratio=0.5, uniform=False)
     attn = result.model.encoder.layer[0].attention.self
     assert attn.num_attention_heads == 2 and attn.all_head_size == 16 and attn.query.out_features == 16
 
@@ -78,7 +78,7 @@ def test_bert_attributes_follow_heads():
 def test_export_with_several_integer_inputs_and_named_outputs(tmp_path):
     factory, inputs = HF_MODELS["bert"]
     model = factory()
-    x = {**inputs(), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
+    x = {**inputs(batch=2), "attention_mask": torch.ones(2, 8, dtype=torch.int64)}
     result = shrink.compress(model, x, ratio=0.5)
     rep = shrink.export_onnx(result.model, x, tmp_path / "bert.onnx")
     assert rep.input_names == ("input_ids", "attention_mask")

@@ -15,8 +15,10 @@ from ..errors import CheckFailedError, ShrinkError, ShrinkValueError
 from .terminal import cli_words, quiet_libraries
 
 
-def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required, help="package.module:factory returning the un-pruned model")
+def _model_args(p: argparse.ArgumentParser, required: bool = True, hf: bool = False) -> None:
+    if hf:  # --model or --hf
+        p.add_argument("--hf", metavar="PATH", help="a local Hugging Face model folder instead of --model")
+    p.add_argument("--model", required=required and not hf, help="package.module:factory returning the un-pruned model")
     p.add_argument("--weights", help="state_dict as .pt/.pth (loaded weights_only) or .safetensors")
     p.add_argument("--input", action="append", default=[], metavar="SHAPE",
                    help="example input: 1x3x224x224, int64:1x16, or name=int64:1x16 (repeat for several)")
@@ -29,12 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="print the prunable groups and the layers kept whole")
-    _model_args(p)
+    _model_args(p, hf=True)
     p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     p = sub.add_parser("compress", help="compress a checkpoint into an output folder")
-    _model_args(p)
+    _model_args(p, hf=True)
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--scope", choices=["local", "global"], default="local")
     p.add_argument("--norm", type=int, choices=[1, 2], default=1)
@@ -86,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
 def _model(args):
     from . import loading
 
+    if getattr(args, "hf", None):
+        if args.model or args.weights:
+            raise ShrinkValueError("--hf PATH names the model and its weights: leave out --model and --weights")
+        from .hf_loading import load_hf
+
+        return load_hf(args.hf)
+    if not args.model:
+        raise ShrinkValueError("name the model with --model package.module:factory, or --hf PATH")
     model = loading.build_model(args.model)
     if args.weights:
         loading.load_weights(model, loading.read_state_dict(args.weights), source=f"--weights {args.weights}")
@@ -117,7 +127,7 @@ def _folder_model(folder: str, args):
     return store.load(folder, loading.build_model(args.model)).eval(), doc
 
 
-def _inputs_for(args, doc=None):
+def _inputs_for(args, doc=None, model=None):
     from .._util import inputs as _inputs
     from . import loading
 
@@ -125,13 +135,18 @@ def _inputs_for(args, doc=None):
         return loading.parse_inputs(args.input)
     if doc is not None:
         return _inputs.from_spec(doc["inputs"])
+    if getattr(args, "hf", None):
+        from .hf_loading import default_inputs
+
+        return default_inputs(model)
     return loading.parse_inputs([])
 
 
 def cmd_analyze(args) -> int:
     from ..cut.analyze import analyze
 
-    report = analyze(_model(args), _inputs_for(args), ignore=args.ignore)
+    model = _model(args)
+    report = analyze(model, _inputs_for(args, model=model), ignore=args.ignore)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
 
@@ -160,11 +175,12 @@ def cmd_compress(args) -> int:
     if args.data:
         train_loader, val_loader = _loaders(args.data)
     doc = compress_to_folder(
-        model, _inputs_for(args), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm, reinit=args.reinit,
-        initial_state=initial, ignore=args.ignore, round_to=args.round_to, strict=args.strict,
+        model, _inputs_for(args, model=model), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm,
+        reinit=args.reinit, initial_state=initial, ignore=args.ignore, round_to=args.round_to, strict=args.strict,
         trace_timeout=args.trace_timeout, onnx=args.onnx, bench=args.bench,
         train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
         distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
+        hf_source=args.hf,
     )
     _print_summary(doc)
     return 0

@@ -16,6 +16,7 @@ from ..deploy.bench import benchmark
 from ..cut.compress import compress
 from ..errors import ShrinkValueError
 from ..deploy.export import export_onnx
+from ..deploy import hf
 from ..deploy.store import write_into
 from ..cut.iterative import compress_iteratively
 from ..recover.train import evaluate, fit, recalibrate_bn
@@ -50,12 +51,16 @@ def compress_to_folder(
     overwrite: bool = False,
     model_spec: str | None = None,
     progress: bool = True,
+    hf_source: str | os.PathLike | None = None,
 ) -> dict:
     """Compress ``model`` and write everything a deployment needs into the folder ``out``.
 
     Writes ``model.safetensors``, ``plan.json``, ``model.onnx`` (parity-checked, with ``onnx``),
     ``report.md``, ``report.json`` and plots. Everything is written into a temporary folder
     first and renamed at the end, so a failure leaves ``out`` as it was.
+
+    With ``hf_source`` (the Hugging Face folder the model came from) the folder is itself a
+    Hugging Face model folder (`shrink.save_pretrained`), plus the ONNX file and the report.
 
     With ``steps > 1`` the cut is made in that many rounds (`compress_iteratively`), fine-tuning
     ``finetune_epochs`` after each round when data is given; the schedule goes in the report.
@@ -102,8 +107,11 @@ def compress_to_folder(
                 stage = "after fine-tuning" + (" (distilled)" if teacher is not None else "")
                 accuracy[stage] = evaluate(result.model, val_loader)
     with atomic_folder(out, overwrite=overwrite, hint="pass --force") as tmp:
-        write_into(result, tmp, extra={"model_factory": model_spec} if model_spec else None)
-        files = {"model.safetensors": (tmp / "model.safetensors").stat().st_size}
+        if hf_source is not None:
+            hf.write_into(result, tmp, source=hf_source)
+        else:
+            write_into(result, tmp, extra={"model_factory": model_spec} if model_spec else None)
+        files = {f.name: f.stat().st_size for f in tmp.iterdir() if f.suffix in (".safetensors", ".json")}
         export = None
         if onnx:
             export = export_onnx(result.model, example_inputs, tmp / "model.onnx")

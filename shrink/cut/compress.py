@@ -19,6 +19,8 @@ from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Size, count
 from .plan import Plan
+from .uniform import equalise
+from ..layers import hf_config
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,7 @@ def compress(
     inplace: bool = False,
     seed: int = 0,
     trace_timeout: float | None = 180.0,
+    uniform: bool | None = None,
 ) -> Result:
     """Physically remove the lowest-norm units of ``model``, keeping its outputs' shapes.
 
@@ -158,6 +161,9 @@ def compress(
         seed: seed of reinit="random".
         trace_timeout: seconds tracing may take (None: no limit); parts that run past it are
             traced as black boxes, and a clear error says when even that does not finish.
+        uniform: every layer of a kind keeps the same count of heads / FFN units / hidden width
+            (each layer still ranks its own); None means True for a Hugging Face model, whose
+            config can only describe uniform widths, and False otherwise.
 
     Returns:
         A `Result` with the smaller model, its plan and sizes before and after.
@@ -195,6 +201,9 @@ def compress(
     unranked: dict[str, str] = {}
     steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
+    if uniform:
+        steps = equalise(traced, steps, p=norm)
     kept_whole = {**traced.kept_groups(), **unranked}
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
@@ -231,6 +240,7 @@ def compress(
             "scope": scope, "norm": norm, "reinit": reinit, "round_to": round_to,
             "ignore": graph.ignore_names(work, ignore),
             "seed": seed,
+            "uniform": uniform,
         },
         source_sha256=source_sha256,
         kept_whole=dict(sorted(kept_whole.items())),

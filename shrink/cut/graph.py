@@ -25,6 +25,7 @@ from torch import nn
 from .._util import checks
 from .._util import inputs as _inputs
 from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
+from ..layers import hf_moe
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .opaque import failing_nodes, opaque, recording_owners
@@ -65,6 +66,7 @@ class Traced:
         """Groups and attention blocks kept whole by the trace, by root or block name, with the reason."""
         kept = {g.root_name: g.protected for g in self.groups if g.protected is not None}
         kept.update({b.name: "a single head (or key/value group)" for b in self.blocks if b.units <= 1})
+        kept.update({b.name: f"heads kept whole: {b.locked}" for b in self.blocks if getattr(b, "locked", "")})
         return kept
 
 
@@ -126,7 +128,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     """
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    ignored = resolve_ignore(model, ignore)
+    ignored = resolve_ignore(model, ignore) | hf_moe.kept_whole(model)
+    # Bare parameters (an RMSNorm's scale, a router's weight) are traced on their own: they count too.
+    ignored |= {p for m in list(ignored) for p in m.parameters(recurse=False)}
     if outputs is None:
         with torch.no_grad():
             outputs = _inputs.run(model, example_inputs)
@@ -205,6 +209,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             head_layers = [layer for b in blocks for layer in b.producers()]
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
                 traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes))
+            _protect_tied(dg, traced.groups)
             traced.kept = _kept_whole(model, traced, ignored)
     except (ShrinkValueError, KeyboardInterrupt):
         raise
@@ -278,6 +283,30 @@ def _add_black_box_reasons(traced: Traced) -> None:
                 traced.kept[name] = f"inside {box!r}, traced as a black box ({reason})"
 
 
+def _protect_tied(dg, groups: list[Group]) -> None:
+    """A weight tied between groups (T5/BART embeddings shared by encoder, decoder and LM head)
+    would be cut once per group, differently: groups that narrow one tied tensor along the same
+    dimension stay whole. (GPT-2's tied head is one group: embedding and head share its width.)"""
+    owners: dict[tuple[int, int], set[int]] = {}
+    holders: dict[int, set[int]] = {}
+    for gi, group in enumerate(groups):
+        for dep, _ in group.tp_group:
+            module = dep.target.module
+            weight = getattr(module, "weight", None) if isinstance(module, nn.Module) else None
+            if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+                continue
+            is_out = dg.is_out_channel_pruning_fn(dep.handler)
+            stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
+            dim = (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
+            owners.setdefault((id(weight), dim), set()).add(gi)
+            holders.setdefault(id(weight), set()).add(id(module))
+    # Only tensors held by several modules are tied.
+    for (w, _), shared in owners.items():
+        if len(shared) > 1 and len(holders[w]) > 1:
+            for gi in shared:
+                groups[gi].protected = groups[gi].protected or "a weight tied with another group (shared embeddings)"
+
+
 def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:
     """The first layer with weights downstream of v: it reads the concatenated heads."""
     start = dg.module2node.get(block.v)
@@ -312,7 +341,7 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes=(
             members.append(f"{names[module]} ({'out' if is_out else 'in'})")
         if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
             protected = protected or "model output"
-        if isinstance(module, nn.Module) and module in ignored:
+        if isinstance(module, (nn.Module, nn.Parameter)) and module in ignored:
             protected = protected or "ignored"
         if isinstance(module, nn.Module) and module in black_boxes:
             protected = protected or f"{'written' if is_out else 'read'} by {names.get(module)!r}, traced as a black box"
@@ -405,7 +434,9 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
             else:
                 reasons.setdefault(module, group.protected)
     for block in traced.blocks:
-        if block.units > 1:
+        if block.locked:
+            reasons.update({layer: f"heads kept whole: {block.locked}" for layer in block.producers()})
+        elif block.units > 1:
             narrowed.update(block.producers())
     kept = {}
     for name, module in model.named_modules():

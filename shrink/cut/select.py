@@ -136,7 +136,7 @@ def head_steps(traced: Traced, *, ratio, scope: str, p: int) -> list[Step]:
     for block in traced.blocks:
         names = {block.name} | {traced.names[m] for m in (block.q, block.k, block.v)}
         r = ratio_for(names, ratio)
-        if r > 0 and block.units > 1:
+        if r > 0 and block.units > 1 and not block.locked:
             pool.append((block, r, attention.unit_scores(block, p)))
     if scope == "local":
         removed = [_lowest(s, min(math.floor(r * len(s) + 1e-9), len(s) - 1)) for _, r, s in pool]

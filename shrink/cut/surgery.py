@@ -12,9 +12,13 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..layers import attention
+import logging
+
+from ..layers import attention, hf_config
 from ..errors import PlanMismatchError
 from .plan import Step
+
+log = logging.getLogger(__name__)
 
 
 class Tracker:
@@ -60,6 +64,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     blocks_by_name = {b.name: b for b in blocks}
     mha_head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     shared = _shared_parameters(model)
+    hf_before = hf_config.measure(model, blocks) if hf_config.is_hf(model) else None
     for step in steps:
         if step.op == "group":
             _cut_group(dg, names, _get(modules, step.layer, step), step, tracker)
@@ -81,6 +86,10 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
             raise PlanMismatchError(f"unknown plan step {step.op!r}; the plan was written by a newer shrink")
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
+    if hf_before is not None:  # a Hugging Face model's config describes its new sizes
+        problems = hf_config.describe(model, hf_before, blocks)
+        if problems:
+            log.info("the Hugging Face config cannot describe the cut model: %s", "; ".join(problems))
 
 
 def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker) -> None:

@@ -7,12 +7,18 @@ fails the check is deleted, never left behind as if it were good.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 import logging
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +27,7 @@ from torch import nn
 
 from .._util import atomic, checks
 from .._util import inputs as _inputs
-from .export_errors import export_failure
+from .export_errors import unsupported_op
 from ..errors import ParityError, ShrinkError, ShrinkValueError
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,7 @@ class ExportReport:
         batch_sizes: the batch sizes parity was checked at.
         atol: the tolerance used (relative to the output's scale where that exceeds 1).
         dynamic_batch: whether the batch axis is dynamic.
+        notes: what the export did that the user should know (no-cache forward, batch of 2 used).
     """
 
     path: str
@@ -69,6 +76,7 @@ class ExportReport:
     batch_sizes: tuple[int, ...]
     atol: float
     dynamic_batch: bool
+    notes: tuple[str, ...] = ()
 
     @property
     def max_abs_diff(self) -> float:
@@ -97,23 +105,101 @@ def input_names(model: nn.Module, example_inputs) -> list[str]:
     return [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
 
 
-def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dynamo, opset):
-    dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if dynamic_batch else None
+def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dynamo, opset, batch_dim=0):
+    dynamic_axes = {n: {batch_dim: "batch"} for n in [*names, *out_names]} if dynamic_batch else None
     options = dict(input_names=names, output_names=out_names, opset_version=opset, dynamo=dynamo)
     if dynamo:
         dynamic_shapes = None
         if dynamic_batch:
             batch = torch.export.Dim("batch", min=1)
-            shapes = [{0: batch} if isinstance(a, torch.Tensor) and a.dim() else None for a in [*args, *kwargs.values()]]
+            shapes = [{batch_dim: batch} if isinstance(a, torch.Tensor) and a.dim() > batch_dim else None
+                      for a in [*args, *kwargs.values()]]
             dynamic_shapes = dict(zip(names, shapes)) if kwargs else tuple(shapes)
         # Weights go to a separate .data file only where protobuf's 2 GB limit forces it.
         big = sum(p.numel() * p.element_size() for p in model.parameters()) >= TWO_GB
         options.update(dynamic_shapes=dynamic_shapes, external_data=big, optimize=True)
     else:
         options.update(dynamic_axes=dynamic_axes)
-    with warnings.catch_warnings(), _inputs.evaluating(model), torch.no_grad():
+    with warnings.catch_warnings(), _inputs.evaluating(model), torch.no_grad(), _quiet(f"{'dynamo' if dynamo else 'torchscript'} exporter"):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(path), kwargs=kwargs or None, **options)
+
+
+@contextmanager
+def _quiet(what: str) -> Iterator[None]:
+    """Keep the exporters' progress lines and graph dumps off the terminal; log them at debug level.
+
+    Both Python-level writes and C++ writes to file descriptors 1 and 2 are captured.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = []
+        try:
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+        except OSError:  # no real descriptors (an embedded interpreter): Python-level capture only
+            pass
+        text = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            chatter = text.getvalue() + sink.read().decode(errors="replace")
+            if chatter.strip():
+                log.debug("%s output:\n%s", what, chatter.rstrip())
+
+
+@contextmanager
+def _no_cache(model: nn.Module) -> Iterator[list[str]]:
+    """Export the forward without a KV cache: a cache object is no tensor an exporter can take."""
+    config = getattr(model, "config", None)
+    notes: list[str] = []
+    cached = getattr(config, "use_cache", False) is True
+    hook = None
+    if cached:
+        config.use_cache = False
+        notes.append("exported the forward without KV cache (use_cache=False); past_key_values are not outputs")
+        try:
+            params = list(inspect.signature(model.forward).parameters)
+        except (TypeError, ValueError):
+            params = []
+        if "use_cache" in params:  # some (T5) build a cache object unless told so in the call itself
+            at = params.index("use_cache")
+
+            def no_cache(_m, args, kwargs):
+                if len(args) > at:  # the TorchScript exporter passes keywords by position
+                    return (*args[:at], False, *args[at + 1:]), kwargs
+                return args, {**kwargs, "use_cache": False}
+
+            hook = model.register_forward_pre_hook(no_cache, with_kwargs=True)
+    try:
+        yield notes
+    finally:
+        if hook is not None:
+            hook.remove()
+        if cached:
+            config.use_cache = True
+
+
+def _with_batch_at(example_inputs, batch: int, dim: int, seed: int):
+    """``with_batch`` along dimension ``dim`` (sequence-first models keep their batch on 1)."""
+    if dim == 0:
+        return _inputs.with_batch(example_inputs, batch, seed=seed)
+    args, kwargs = _inputs.call_args(example_inputs)
+    moved = _inputs.with_batch({str(i): t.movedim(dim, 0) if isinstance(t, torch.Tensor) and t.dim() > dim else t
+                               for i, t in enumerate([*args, *kwargs.values()])}, batch, seed=seed)
+    back = [t.movedim(0, dim) if isinstance(t, torch.Tensor) and t.dim() > dim else t for t in moved.values()]
+    if kwargs:
+        return dict(zip(kwargs, back))
+    return back[0] if isinstance(example_inputs, torch.Tensor) else tuple(back)
 
 
 def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, atol: float) -> tuple[OutputParity, ...]:
@@ -133,7 +219,16 @@ def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, at
         feeds = {n: tensors[n].detach().cpu().numpy() for n in session_inputs}
         with torch.no_grad():
             expected = list(_inputs.flatten_outputs(_inputs.run(model, inputs)).values())
-        got = session.run(None, feeds)
+        try:
+            got = session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds
+            batch = _inputs.batch_of(inputs)
+            raise ParityError(
+                f"ONNX Runtime cannot run the exported file on inputs {_inputs.describe(inputs)}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}. If only another batch size fails, the model's code pins "
+                f"its batch axis (e.g. a reshape with a literal batch): export with dynamic_batch=False, or, for a "
+                f"model whose batch is not dimension 0 (sequence-first), pass batch_dim=. (batch {batch})"
+            ) from exc
         if len(got) != len(expected):
             raise ParityError(f"ONNX Runtime returned {len(got)} outputs where PyTorch returns {len(expected)}")
         for name, e, g in zip(out_names, expected, got):
@@ -168,6 +263,7 @@ def export_onnx(
     opset: int | None = None,
     exporter: str = "auto",
     overwrite: bool = False,
+    batch_dim: int = 0,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` and check ONNX Runtime agrees with PyTorch.
 
@@ -175,19 +271,27 @@ def export_onnx(
         model: the model to export (run in eval mode).
         example_inputs: a tensor, tuple of tensors, or dict of keyword tensors.
         path: the .onnx file to write.
-        dynamic_batch: make dimension 0 of every input and output dynamic.
+        dynamic_batch: make the batch axis (dimension ``batch_dim``) of every input and output
+            dynamic. A batch-1 example is exported from a batch of 2 (torch.export would fix a
+            size-1 axis) and checked at batch 1 and 3.
         atol: largest allowed |onnx - torch|, scaled by the output's magnitude where that exceeds 1.
         opset: ONNX opset; None lets the exporter choose.
         exporter: "auto" (torch.export-based, falling back to TorchScript if that fails or
             disagrees), "dynamo" or "torchscript".
         overwrite: replace an existing file.
+        batch_dim: the batch axis of inputs and outputs: 0, or 1 for sequence-first models
+            (``nn.LSTM`` without ``batch_first``, ``nn.MultiheadAttention``).
+
+    A model with a KV cache (Hugging Face ``use_cache=True``) is exported without it; the
+    report's ``notes`` say so. The exporters' own output is logged at debug level.
 
     Returns:
         An `ExportReport` with per-output differences, file size, exporter and opset.
 
     Raises:
         ParityError: ONNX Runtime's outputs differ beyond ``atol``; no file is left at ``path``.
-        ShrinkValueError: ``path`` exists (without ``overwrite``) or the export fails.
+        ShrinkValueError: ``path`` exists (without ``overwrite``) or every exporter fails (each
+            one's failure is listed).
 
     Example:
         >>> import torch, shrink, tempfile, os
@@ -196,8 +300,6 @@ def export_onnx(
         >>> rep.max_abs_diff < 1e-4
         True
     """
-    import onnx
-
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ShrinkValueError(f"exporter must be 'auto', 'dynamo' or 'torchscript'; got {exporter!r}")
     path = Path(path)
@@ -207,50 +309,79 @@ def export_onnx(
     checks.number(atol, name="atol", low=0, example=" atol=1e-4 is the default.")
     if opset is not None:
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
+    if isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0:
+        raise ShrinkValueError(f"batch_dim must be a dimension index such as 0 or 1; got {batch_dim!r}")
     checks.finite_inputs(example_inputs)
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
-    with _inputs.evaluating(model):
-        return _export_checked(model, example_inputs, path, onnx, dynamic_batch, atol, opset, exporter)
+    with _inputs.evaluating(model), _no_cache(model) as notes:
+        return _export_checked(model, example_inputs, path, dynamic_batch, atol, opset, exporter, batch_dim, notes)
 
 
-def _export_checked(model, example_inputs, path: Path, onnx, dynamic_batch, atol, opset, exporter) -> ExportReport:
-    args, kwargs = _inputs.call_args(example_inputs)
+def _export_checked(model, example_inputs, path: Path, dynamic_batch, atol, opset, exporter, batch_dim, notes):
+    import onnx
+
     names = input_names(model, example_inputs)
     with torch.no_grad():
         out_names = list(_inputs.flatten_outputs(_inputs.run(model, example_inputs)))
-    batch = _inputs.batch_of(example_inputs)
+    batch = _batch_at(example_inputs, batch_dim)
     checks = [example_inputs]
+    traced_on = example_inputs
     if dynamic_batch:
-        checks.append(_inputs.with_batch(example_inputs, batch + 2 if batch > 1 else 3, seed=1))
+        checks.append(_with_batch_at(example_inputs, batch + 2 if batch > 1 else 3, batch_dim, seed=1))
+        if batch == 1:  # torch.export specialises size-1 dimensions: a batch-1 example would fix the batch
+            traced_on = _with_batch_at(example_inputs, 2, batch_dim, seed=2)
+            notes.append("exported from a batch of 2 made like the batch-1 example, so the batch axis stays dynamic")
+    args, kwargs = _inputs.call_args(traced_on)
     order = {"auto": [True, False], "dynamo": [True], "torchscript": [False]}[exporter]
-    errors = []
+    errors: list[tuple[str, Exception]] = []
     for dynamo in order:
+        kind = "dynamo" if dynamo else "torchscript"
         tmp = atomic.temp_dir(path.parent, path.name)
         target = tmp / path.name
         try:
-            _export(model, args, kwargs, target, names, out_names, dynamic_batch, dynamo, opset)
+            _export(model, args, kwargs, target, names, out_names, dynamic_batch, dynamo, opset, batch_dim)
             parity = check_parity(target, model, checks, names, out_names, atol)
             proto = onnx.load(str(target), load_external_data=False)
             opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
             size = sum(f.stat().st_size for f in tmp.iterdir())
             for f in tmp.iterdir():  # the .onnx and its external data file, if any
                 os.replace(f, path.parent / f.name)
-            kind = "dynamo" if dynamo else "torchscript"
             log.info("exported %s with the %s exporter, max abs diff %.3g", path, kind, max(p.max_abs_diff for p in parity))
+            for note in notes:
+                log.info("%s: %s", path.name, note)
             return ExportReport(str(path), kind, opset_used, size, tuple(names), parity,
-                                tuple(sorted({_inputs.batch_of(c) for c in checks})), atol, dynamic_batch)
-        except ParityError as exc:
-            errors.append(exc)
-        except ShrinkError:
-            raise
+                                tuple(sorted({_batch_at(c, batch_dim) for c in checks})), atol, dynamic_batch,
+                                tuple(notes))
+        except ShrinkError as exc:
+            if not isinstance(exc, ParityError):
+                raise
+            errors.append((kind, exc))
         except Exception as exc:  # noqa: BLE001 - exporters raise many kinds
-            errors.append(exc)
+            errors.append((kind, exc))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    parity_errors = [e for e in errors if isinstance(e, ParityError)]
-    if parity_errors:
-        raise parity_errors[0]
-    last = errors[-1]
-    raise ShrinkValueError(export_failure(last)) from last
+    listed = "; ".join(f"{kind} exporter: {type(e).__name__}: {_first_lines(e)}" for kind, e in errors)
+    if len(errors) == 1 and isinstance(errors[0][1], ParityError):
+        raise errors[0][1]
+    cls = ParityError if all(isinstance(e, ParityError) for _, e in errors) else ShrinkValueError
+    op = next((unsupported_op(e) for _, e in errors if unsupported_op(e)), None)
+    hint = (f" The operator {op!r} has no ONNX translation here: try another opset (opset=18) or rewrite the layer "
+            "that uses it with supported operations." if op else "")
+    raise cls(f"ONNX export failed with every exporter tried ({listed}).{hint} Try exporter='dynamo' or "
+              "'torchscript' alone, dynamic_batch=False, or keep the failing layer out of the exported model."
+              ) from errors[-1][1]
+
+
+def _first_lines(exc: Exception, limit: int = 400) -> str:
+    text = str(exc)
+    if "## Exception summary" in text:  # torch.onnx's long errors: the cause is in this section
+        text = text.split("## Exception summary", 1)[1].split("(Refer to the full stack trace", 1)[0]
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _batch_at(example_inputs, dim: int) -> int:
+    args, kwargs = _inputs.call_args(example_inputs)
+    return next((a.shape[dim] for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.dim() > dim), 1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import hf_attention
 from .rows import is_linear_like, out_rows, slice_linear_in, slice_linear_out
 
 _Q = ("q_proj", "query", "q", "to_q", "wq", "q_lin")
@@ -35,8 +36,10 @@ class AttentionBlock:
         module: that module.
         q, k, v: the projection layers (one fused layer appears three times).
         out: the output projection whose input columns follow the heads, found through the graph.
-        fused: q, k and v are one layer laid out [q | k | v] along its outputs.
+        fused: q, k and v are one layer laid out [q | k | v] along its outputs (k and v are
+            ``num_kv_heads * head_dim`` rows each under grouped-query attention).
         num_heads, num_kv_heads, head_dim: as built.
+        locked: why its heads cannot be cut (e.g. ALiBi slopes per head), or None.
     """
 
     name: str
@@ -49,6 +52,7 @@ class AttentionBlock:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    locked: str | None = None
 
     @property
     def units(self) -> int:
@@ -96,14 +100,16 @@ def find_blocks(model: nn.Module) -> list[AttentionBlock]:
             q = k = v = _child(module, _QKV)
         if q is None or k is None or v is None:
             continue
-        q_width = _units(q) // (3 if fused else 1)
-        head_dim = _attr(module, _HEAD_DIM) or q_width // heads
         kv_heads = _attr(module, _KV_HEADS) or heads
-        if heads * head_dim != q_width or (not fused and _units(k) != kv_heads * head_dim):
+        head_dim = _attr(module, _HEAD_DIM) or _units(q) // (heads + 2 * kv_heads if fused else heads)
+        rows = (heads + 2 * kv_heads) * head_dim if fused else heads * head_dim
+        if rows != _units(q) or (not fused and _units(k) != kv_heads * head_dim):
             continue  # layout we do not understand: leave it to the width groups
         if heads % kv_heads:
             continue
-        blocks.append(AttentionBlock(name, module, q, k, v, None, fused, heads, kv_heads, head_dim))
+        block = AttentionBlock(name, module, q, k, v, None, fused, heads, kv_heads, head_dim)
+        block.locked = hf_attention.locked(module)
+        blocks.append(block)
     return blocks
 
 
@@ -134,8 +140,8 @@ def unit_scores(block: AttentionBlock, p: int) -> torch.Tensor:
 
 def _role_layer(block: AttentionBlock, role: str) -> tuple[nn.Module, int]:
     if block.fused:
-        width = block.num_heads * block.head_dim
-        return block.q, {"q": 0, "k": width, "v": 2 * width}[role]
+        width, kv = block.num_heads * block.head_dim, block.num_kv_heads * block.head_dim
+        return block.q, {"q": 0, "k": width, "v": width + kv}[role]
     return {"q": block.q, "k": block.k, "v": block.v}[role], 0
 
 
@@ -146,8 +152,8 @@ def cuts(block: AttentionBlock, units: list[int]) -> list[tuple[nn.Module, str, 
         for role, rows in _rows_of_unit(block, u).items():
             removed[role].extend(rows)
     if block.fused:
-        width = block.num_heads * block.head_dim
-        fused = removed["q"] + [width + i for i in removed["k"]] + [2 * width + i for i in removed["v"]]
+        width, kv = block.num_heads * block.head_dim, block.num_kv_heads * block.head_dim
+        fused = removed["q"] + [width + i for i in removed["k"]] + [width + kv + i for i in removed["v"]]
         layer_cuts = [(block.q, "out", fused)]
     else:
         layer_cuts = [(getattr(block, role), "out", removed[role]) for role in ("q", "k", "v")]

@@ -85,13 +85,14 @@ def test_existing_file_is_refused(tmp_path):
     assert target.read_bytes() == b"mine"
 
 
-def test_export_failure_is_one_clear_error(tmp_path, monkeypatch):
+def test_export_failure_is_one_clear_error_listing_every_exporter(tmp_path, monkeypatch):
     def broken_exporter(model, args, f, **kwargs):
         open(f, "wb").write(b"half a file")
-        raise RuntimeError("exporter exploded")
+        raise RuntimeError(f"{'dynamo' if kwargs['dynamo'] else 'jit'} exploded")
 
     monkeypatch.setattr(torch.onnx, "export", broken_exporter)
-    with pytest.raises(shrink.ShrinkValueError, match="ONNX export failed: RuntimeError: exporter exploded"):
+    with pytest.raises(shrink.ShrinkValueError, match="dynamo exporter: RuntimeError: dynamo exploded; "
+                                                      "torchscript exporter: RuntimeError: jit exploded"):
         shrink.export_onnx(TinyMLP(), torch.randn(2, 2), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 

@@ -61,7 +61,7 @@ class _Eig(nn.Module):
 
 
 def test_unsupported_operator_is_named_with_what_to_do(tmp_path):
-    with pytest.raises(shrink.ShrinkValueError, match=r"the operator 'aten\.linalg_eigvals' has no ONNX translation.*"
+    with pytest.raises(shrink.ShrinkValueError, match=r"(?i)the operator 'aten\.linalg_eig(vals)?' has no ONNX translation.*"
                                                       r"another opset"):
         shrink.export_onnx(_Eig(), torch.randn(2, 4), tmp_path / "m.onnx")
     assert not any(tmp_path.iterdir())

@@ -1,0 +1,35 @@
+"""Hugging Face attention blocks whose heads cannot be cut as their q/k/v rows suggest.
+
+`attention.find_blocks` recognises these blocks (so their q/k/v layers are never narrowed by a
+width group either) but leaves their heads whole, for a reason a report can show:
+
+- BLOOM and the original Falcon layout interleave q, k and v per head ([head, 3, head_dim]) and
+  BLOOM's ALiBi slopes are a function of the head count, so the kept heads would see other slopes.
+- Falcon's new decoder architecture groups rows per key/value head ([kv, q.. k v, head_dim]).
+- Swin adds a learned relative position bias per head, a table read by head index; T5 computes
+  one in its first layer and adds it, head by head, in every layer.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def _from_transformers(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("transformers.")
+
+
+def locked(module: nn.Module) -> str | None:
+    """Why the heads of this attention module must stay whole, or None when they can be cut."""
+    if not _from_transformers(module):
+        return None
+    name = type(module).__name__
+    if name.startswith("Bloom"):
+        return "ALiBi slopes per head and q/k/v interleaved per head"
+    if name.startswith("Falcon") and not getattr(module, "multi_query", False):
+        return "q/k/v interleaved per head (Falcon layout)"
+    if any(hasattr(m, "relative_position_bias_table") for m in module.modules()):
+        return "a relative position bias per head"
+    if hasattr(module, "has_relative_attention_bias"):
+        return "a relative position bias per head, computed once and shared by every layer (T5 layout)"
+    return None

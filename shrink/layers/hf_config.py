@@ -1,0 +1,187 @@
+"""Hugging Face configs: make a cut `PreTrainedModel`'s ``config`` describe its new sizes.
+
+A standard config holds one width per kind for all layers (hidden size, FFN width, heads,
+key/value heads, head dim), under each family's own names (``n_embd``/``n_inner``/``n_head`` for
+GPT-2, ``ffn_dim`` for OPT, ``d_ff``/``d_kv``/``num_heads`` for T5, ...). After a cut, shrink
+measures those widths on the model itself and writes them under every name the config has,
+then proves the result: a model built from the new config (on the meta device, no memory) must
+have exactly the cut model's parameter shapes, or `check` says which ones differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+
+import torch
+from torch import nn
+
+from .attention import find_blocks
+from .rows import is_hf_conv1d, out_rows
+
+log = logging.getLogger(__name__)
+
+# Layers whose outputs are a feed-forward block's hidden units, by the end of their qualified name.
+FFN_IN = re.compile(
+    r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
+    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
+)
+# Config names of each measured width; "encoder."/"decoder." limit a name to that half of the model.
+FIELDS = {
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "encoder.heads": ("encoder_attention_heads",),
+    "decoder.heads": ("decoder_attention_heads",),
+    "kv_heads": ("num_key_value_heads", "num_kv_heads"),
+    "head_dim": ("head_dim", "d_kv"),
+    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
+    "encoder.ffn": ("encoder_ffn_dim",),
+    "decoder.ffn": ("decoder_ffn_dim",),
+}
+
+
+def is_hf(model: nn.Module) -> bool:
+    """A transformers `PreTrainedModel` (checked by duck type: transformers stays optional)."""
+    return hasattr(model, "config") and hasattr(model, "save_pretrained") and hasattr(model.config, "to_dict")
+
+
+def _part(name: str) -> str:
+    return "decoder" if "decoder." in name else "encoder" if "encoder." in name else ""
+
+
+def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
+    """Every width per kind, as the model's layers now are ({kind: values seen across layers}).
+
+    ``blocks``: the model's attention blocks, when known (after a cut, head counts are no longer
+    readable from a config that still holds the old ones).
+    """
+    sizes: dict[str, set[int]] = {}
+
+    def add(kind: str, part: str, value: int) -> None:
+        sizes.setdefault(kind, set()).add(int(value))
+        if part:
+            sizes.setdefault(f"{part}.{kind}", set()).add(int(value))
+
+    for block in find_blocks(model) if blocks is None else blocks:
+        part = _part(block.name)
+        add("heads", part, block.num_heads)
+        add("kv_heads", part, block.num_kv_heads)
+        add("head_dim", part, block.head_dim)
+        q = block.q
+        add("hidden", part, q.weight.shape[0] if is_hf_conv1d(q) else q.weight.shape[1])
+    for name, module in model.named_modules():
+        if FFN_IN.search(name):
+            rows = out_rows(module)
+            if rows is not None:
+                add("ffn", _part(name), rows.shape[0])
+    return sizes
+
+
+def nonuniform(sizes: dict[str, set[int]]) -> dict[str, list[int]]:
+    """The kinds whose layers disagree (a standard config cannot say that)."""
+    return {kind: sorted(values) for kind, values in sizes.items() if len(values) > 1}
+
+
+def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list[str]:
+    """Write the model's measured widths into ``model.config``; returns what could not be described.
+
+    ``before``: `measure` of the model before cutting; only names whose value was one of the
+    measured widths then are rewritten (``embed_dim`` of Swin is a stage's width, not every one).
+    """
+    config = model.config
+    after = measure(model, blocks)
+    problems = [f"{kind} differs between layers: {values}" for kind, values in sorted(nonuniform(after).items())]
+    if problems:
+        return problems
+    mapped = getattr(config, "attribute_map", {}) or {}
+    for kind, names in FIELDS.items():
+        if kind not in after or len(before.get(kind, ())) != 1:
+            continue  # not measured, or several widths then (Swin's stages): the config derives them
+        old, new = next(iter(before[kind])), next(iter(after[kind]))
+        for name in names:
+            value = getattr(config, name, None) if hasattr(config, name) else None
+            if name in mapped and mapped[name] in names:
+                continue  # an alias of a name set in this loop
+            if value == old or (value is None and kind == "ffn" and name in vars(config)):
+                try:
+                    setattr(config, name, new)
+                except AttributeError:
+                    continue  # a read-only property derived from the other fields (Falcon's head_dim)
+    if "head_dim" in after and getattr(config, "head_dim", None) is None:
+        try:  # state it: families that read config.head_dim otherwise derive it from the hidden size
+            config.head_dim = next(iter(after["head_dim"]))
+        except AttributeError:
+            pass
+    return check(model)
+
+
+def check(model: nn.Module) -> list[str]:
+    """Parameter shapes a model built from ``model.config`` would get wrong (empty: the config is right)."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(model.config)
+    except Exception as exc:  # noqa: BLE001 - a family's __init__ may reject a config in many ways
+        return [f"{type(model).__name__}(config) fails: {type(exc).__name__}: {exc}"]
+    expected = {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = sorted(k for k in got if k in expected and expected[k] != got[k])
+    missing = sorted(set(got) ^ set(expected))
+    problems = [f"{k}: the config builds {expected[k]}, the model has {got[k]}" for k in wrong] + (
+        [f"parameters only on one side: {missing[:5]}"] if missing else [])
+    if problems:  # say why first, when layers of one kind were cut to different widths
+        sizes = nonuniform(measure(model))
+        problems = [f"{kind} differs between layers: {v}" for kind, v in sorted(sizes.items())] + problems
+    return problems
+
+
+def expressible(model: nn.Module) -> set[str]:
+    """The kinds of width ("hidden", "ffn", "heads") the model's config has a field for.
+
+    BLOOM's FFN is always 4 x hidden, Whisper's input convolutions follow d_model: a uniform cut
+    of a Hugging Face model only narrows what its config can say.
+    """
+    if not is_hf(model):
+        return {"hidden", "ffn", "heads", "other"}
+    config, kinds = model.config, set()
+    for kind in ("hidden", "ffn", "heads"):
+        names = [n for k, ns in FIELDS.items() if k.endswith(kind) for n in ns]
+        if any(n in vars(config) or n in (getattr(config, "attribute_map", {}) or {}) for n in names):
+            kinds.add(kind)
+    return kinds
+
+
+def head_dim_follows_hidden(model: nn.Module) -> bool:
+    """Whether the family computes head_dim as hidden size / heads (BERT, GPT-2, ViT: no head_dim field).
+
+    Found by building the model from its config with the hidden size doubled and head_dim
+    stated (on the meta device) and looking whether the first attention block's query width
+    doubled too.
+    """
+    if not is_hf(model):
+        return False
+    blocks = find_blocks(model)
+    sizes = measure(model, blocks)
+    if not blocks or len(sizes.get("hidden", ())) != 1:
+        return False
+    hidden = next(iter(sizes["hidden"]))
+    config = copy.deepcopy(model.config)
+    for name in FIELDS["hidden"]:
+        if getattr(config, name, None) == hidden:
+            setattr(config, name, 2 * hidden)
+    if getattr(config, "head_dim", None) is None:
+        try:  # a family that reads config.head_dim when given one is not tied (Mixtral, Phi, Qwen2)
+            config.head_dim = blocks[0].head_dim
+        except AttributeError:
+            pass
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+        q = dict(fresh.named_modules())[f"{blocks[0].name}.{_child_name(blocks[0])}"]
+    except Exception:  # noqa: BLE001 - a config it cannot build: assume the safe, tied case
+        return True
+    return out_rows(q).shape[0] != out_rows(blocks[0].q).shape[0]
+
+
+def _child_name(block) -> str:
+    return next(n for n, m in block.module.named_children() if m is block.q)
