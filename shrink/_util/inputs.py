@@ -93,6 +93,8 @@ def describe(example_inputs: ExampleInputs) -> str:
 
 
 def _describe_one(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_describe_one(v) for v in value) + ")"
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).removeprefix("torch.")
         return f"{dtype}[{'x'.join(str(s) for s in value.shape)}]"
@@ -104,9 +106,12 @@ def to_spec(example_inputs: ExampleInputs) -> dict:
     args, kwargs = call_args(example_inputs)
 
     def one(value: Any) -> dict:
+        if isinstance(value, (tuple, list)):  # nested state such as an LSTM's (h, c)
+            return {"tuple": [one(v) for v in value]}
         if not isinstance(value, torch.Tensor):
             raise ShrinkTypeError(
-                f"example inputs must all be tensors to be recorded in a plan; found {type(value).__name__}"
+                f"example inputs must all be tensors (or tuples of tensors) to be recorded in a plan; "
+                f"found {type(value).__name__}"
             )
         return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
 
@@ -117,7 +122,9 @@ def from_spec(spec: Mapping) -> ExampleInputs:
     """Inputs with the recorded shapes and dtypes: random floats, zeros for integer ids and masks."""
     generator = torch.Generator().manual_seed(0)
 
-    def one(entry: Mapping) -> torch.Tensor:
+    def one(entry: Mapping):
+        if "tuple" in entry:
+            return tuple(one(e) for e in entry["tuple"])
         dtype = getattr(torch, entry["dtype"])
         if dtype.is_floating_point:
             return torch.randn(entry["shape"], generator=generator).to(dtype)

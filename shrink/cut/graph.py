@@ -19,7 +19,8 @@ import torch_pruning as tp
 from torch import nn
 
 from .._util import inputs as _inputs
-from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
+from ..layers import registry, tied_attention
+from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 
@@ -52,6 +53,7 @@ class Traced:
     groups: list[Group]
     blocks: list[AttentionBlock]
     kept: dict[str, str] = field(default_factory=dict)
+    tied: list[tied_attention.TiedBlock] = field(default_factory=list)
 
 
 def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
@@ -101,19 +103,23 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
 
     output_fns: set = set()
 
+    fixed: dict[nn.Module, str] = {}  # modules whose width the caller sees (layers/registry.py)
+
     def capture(out):
         found = _inputs.flatten_outputs(out)
         output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
+        seen(list(found.values()))
         return list(found.values())
 
-    customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+    customized = registry.pruners(model)
     config = getattr(model, "config", None)
     use_cache = getattr(config, "use_cache", None)
     root_types = _ROOT_TYPES + tuple(customized)
     try:
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
-        with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
+        with torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model), \
+                registry.watching(model, fixed) as seen:
             warnings.simplefilter("ignore")
             dg = tp.DependencyGraph().build_dependency(
                 model,
@@ -142,9 +148,10 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     traced = Traced(model, dg, names, [], blocks)
     # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
     # (expanding that group through rotary embeddings' slices is also very slow).
-    head_layers = [layer for b in blocks for layer in b.producers()]
+    head_layers = [layer for b in blocks for layer in b.producers()] + registry.owned(model)
+    traced.tied = [b for b in tied_attention.find(model) if b.module not in ignored]
     for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
-        traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored))
+        traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed))
     traced.kept = _kept_whole(model, traced, ignored)
     return traced
 
@@ -172,7 +179,7 @@ def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
-def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
@@ -185,6 +192,8 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored) -> Group:
             protected = protected or "model output"
         if isinstance(module, nn.Module) and module in ignored:
             protected = protected or "ignored"
+        if is_out and isinstance(module, nn.Module) and module in fixed:
+            protected = protected or fixed[module]
         kinds.update(_kinds_of(node, module))
         mixed = _mixes_model_input(node, input_ids)
         if mixed:

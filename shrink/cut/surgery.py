@@ -12,7 +12,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from ..layers import attention
+from ..layers import attention, registry, tied_attention
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -72,10 +72,19 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
                 rows = attention.out_rows(layer)
                 tracker.cut(names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)
             attention.remove_units(block, list(step.removed))
+        elif step.op == "head_dims":
+            block = tied_attention.as_tied(step.layer, _get(modules, step.layer, step), cut=True)
+            if block is None:
+                raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
+            for layer, dim, removed in tied_attention.cuts(block, list(step.removed)):
+                size = layer.out_features if dim == "out" else layer.in_features
+                tracker.cut(names[layer], dim, size, removed)
+            tied_attention.cut_dims(block, list(step.removed))
         else:
             raise PlanMismatchError(f"unknown plan step {step.op!r}; the plan was written by a newer shrink")
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
+    registry.finish(model)  # attributes the families' forwards read (a ViT's hidden_dim)
 
 
 def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .tied_attention import is_tied
 from .rows import is_linear_like, out_rows, slice_linear_in, slice_linear_out
 
 _Q = ("q_proj", "query", "q", "to_q", "wq", "q_lin")
@@ -87,6 +88,8 @@ def find_blocks(model: nn.Module) -> list[AttentionBlock]:
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             continue  # its heads are tied to the residual width; handled as a width group
+        if is_tied(module):
+            continue  # heads x head_dim is the input width: tied_attention.py cuts head dims
         heads = _attr(module, _HEADS)
         if heads is None:
             continue
