@@ -28,6 +28,20 @@ def call_args(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
     )
 
 
+def leaves(args: tuple, kwargs: dict) -> list:
+    """Every input value in call order, nested tuples (an LSTM's ``(h, c)``) flattened."""
+    out = []
+    for value in [*args, *kwargs.values()]:
+        out.extend(leaves(tuple(value), {}) if isinstance(value, (tuple, list)) else [value])
+    return out
+
+
+def is_nested(example_inputs: ExampleInputs) -> bool:
+    """Some input is itself a tuple of tensors (a recurrent state passed in)."""
+    args, kwargs = call_args(example_inputs)
+    return any(isinstance(v, (tuple, list)) for v in [*args, *kwargs.values()])
+
+
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode for the duration (no BatchNorm statistics updated, no dropout), then as it was."""

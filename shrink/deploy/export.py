@@ -92,7 +92,10 @@ def input_names(model: nn.Module, example_inputs) -> list[str]:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    return [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
+    names = [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
+    # A nested tuple (an LSTM's (h, c)) is one ONNX input per tensor: hidden_0, hidden_1.
+    return [f"{n}_{j}" if isinstance(a, (tuple, list)) else n
+            for n, a in zip(names, args) for j in range(len(_inputs.leaves((a,), {})))]
 
 
 def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dynamo, opset):
@@ -127,7 +130,7 @@ def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, at
     shapes: dict[str, tuple[int, ...]] = {}
     for k, inputs in enumerate(inputs_list):
         args, kwargs = _inputs.call_args(inputs)
-        tensors = dict(zip(names, [*args, *kwargs.values()]))
+        tensors = dict(zip(names, _inputs.leaves(args, kwargs)))
         feeds = {n: tensors[n].detach().cpu().numpy() for n in session_inputs}
         with torch.no_grad():
             expected = list(_inputs.flatten_outputs(_inputs.run(model, inputs)).values())
@@ -203,6 +206,11 @@ def export_onnx(
         raise ShrinkValueError(f"the ONNX path must end in .onnx; got {str(path)!r}")
     if path.exists() and not overwrite:
         raise ShrinkValueError(f"{str(path)!r} already exists; choose another path or pass overwrite=True")
+    if dynamic_batch and _inputs.is_nested(example_inputs):
+        raise ShrinkValueError(
+            "dynamic_batch=True needs every input batched along dimension 0, but some input is a tuple "
+            "(a recurrent state such as (h, c), batched along dimension 1): pass dynamic_batch=False"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     args, kwargs = _inputs.call_args(example_inputs)
