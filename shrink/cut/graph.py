@@ -301,4 +301,5 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
 
 
 def _has_own_weight(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(module, nn.MultiheadAttention)
+    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(
+        module, (nn.MultiheadAttention, nn.RNNBase))  # weights under other names (in_proj_weight, weight_ih_l0)

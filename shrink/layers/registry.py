@@ -49,7 +49,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("Hugging Face Conv1D", pruners=rows.pruners),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
            fixed=recurrent.fixed_state),
-    Family("attention reshaped to its input width (timm, nanoGPT, Swin)", owns=tied_attention.own_layers),
+    Family("attention reshaped to its input width (timm, nanoGPT, Swin)", watch=tied_attention.Probe,
+           owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
 )
 

@@ -11,6 +11,11 @@ reads C from its input, not from an attribute:
 - Swin ``WindowAttention``: ``reshape(B_, N, 3, num_heads, C // num_heads)``; heads index a
   relative-position bias table, so the head count must stay.
 
+Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
+`Probe` removes one whole head from a copy of each candidate block and runs it on the input it
+got. A block that still runs with an unchanged output shape (``reshape(B, N, -1)``) is left to
+attention.py, which cuts whole heads; one that breaks belongs here.
+
 So heads x head_dim must equal the block's input width C, a residual width cut elsewhere. How to
 cut: the residual group loses a multiple of ``num_heads`` channels (`multiple`), and every head
 loses as many of its own dims (`dim_steps`: the lowest-norm q/k/v dims of each head), which keeps
@@ -22,7 +27,9 @@ sqrt(new/old) so that every attention score stays what it was with the removed d
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -85,12 +92,62 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     return TiedBlock(name, module, qkv, proj, heads)
 
 
+# Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
+_HEADS_CUTTABLE: weakref.WeakSet = weakref.WeakSet()
+
+
 def find(model: nn.Module) -> list[TiedBlock]:
-    return [b for n, m in model.named_modules() if (b := as_tied(n, m)) is not None]
+    return [b for n, m in model.named_modules() if (b := as_tied(n, m)) is not None and m not in _HEADS_CUTTABLE]
 
 
 def is_tied(module: nn.Module) -> bool:
-    return as_tied("", module) is not None
+    return module not in _HEADS_CUTTABLE and as_tied("", module) is not None
+
+
+class Probe:
+    """While the graph is traced: note each candidate block's input, then try it with one head fewer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.inputs: dict[nn.Module, tuple] = {}
+        self.blocks = [b for b in find(model)]
+        self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
+
+    def _note(self, module, args, kwargs) -> None:
+        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
+        self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for block in self.blocks:
+            if block.module in self.inputs and _runs_without_a_head(block, *self.inputs[block.module]):
+                _HEADS_CUTTABLE.add(block.module)
+
+
+def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict) -> bool:
+    """Head 0 removed from a copy (its q, k, v rows and proj columns): does the copy still run the same shapes?"""
+    if block.num_heads < 2:
+        return False
+    trial = copy.deepcopy(block.module)
+    t = as_tied("", trial)
+    c, d = t.width, t.head_dim
+    keep = list(range(d, c))
+    try:
+        with torch.no_grad():
+            expected = block.module(*args, **kwargs)
+            rows = torch.tensor([s * c + i for s in range(3) for i in keep])
+            t.qkv.weight = nn.Parameter(t.qkv.weight[rows])
+            if t.qkv.bias is not None:
+                t.qkv.bias = nn.Parameter(t.qkv.bias[rows])
+            t.proj.weight = nn.Parameter(t.proj.weight[:, keep])
+            for name in _HEADS:
+                if isinstance(getattr(trial, name, None), int):
+                    setattr(trial, name, block.num_heads - 1)
+            got = trial(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure means the forward reads the input width
+        return False
+    first = lambda o: o if isinstance(o, torch.Tensor) else o[0]  # noqa: E731
+    return first(got).shape == first(expected).shape
 
 
 def own_layers(model: nn.Module) -> list[nn.Module]:
