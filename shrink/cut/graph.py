@@ -285,6 +285,9 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
     for block in traced.blocks:
         if block.units > 1:
             narrowed.update(block.producers())
+    for module in list(narrowed):
+        if isinstance(module, nn.MultiheadAttention):
+            narrowed.add(module.out_proj)  # its pruner cuts out_proj, which forward reads as a weight
     kept = {}
     for name, module in model.named_modules():
         if not name or not _has_own_weight(module) or module in narrowed:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import recurrent, rows, tied_attention, vit
+from . import positional, recurrent, rows, tied_attention, vit
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("attention reshaped to its input width (timm, nanoGPT, Swin)", watch=tied_attention.Probe,
            owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
+    Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
 )
 
 
