@@ -192,8 +192,8 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed) -> Gro
             protected = protected or "model output"
         if isinstance(module, nn.Module) and module in ignored:
             protected = protected or "ignored"
-        if is_out and isinstance(module, nn.Module) and module in fixed:
-            protected = protected or fixed[module]
+        if (is_out and isinstance(module, nn.Module) and module in fixed) or node.grad_fn in fixed:
+            protected = protected or fixed.get(module if module in fixed else node.grad_fn)
         kinds.update(_kinds_of(node, module))
         mixed = _mixes_model_input(node, input_ids)
         if mixed:

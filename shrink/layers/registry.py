@@ -8,6 +8,8 @@ them. It registers the hooks it needs (all optional):
 - ``watch(model) -> object with .close()``: forward hooks active while the graph is traced.
 - ``fixed(watched, outputs) -> {module: reason}``: modules whose output width the caller sees
   (a recurrent state passed in), so their groups are kept whole with that reason.
+- ``nodes(watched) -> {autograd node: reason}``: operations whose group is kept whole (a pad
+  that adds channels).
 - ``owns(model) -> [layers]``: layers whose output rows the family cuts itself, so they never
   root a torch-pruning width group (the fused qkv of attention tied to its input width).
 - ``finish(model)``: after the cuts, set the attributes a family's forward reads (a ViT's
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import positional, recurrent, rows, tied_attention, vit
+from . import padding, positional, recurrent, rows, tied_attention, vit
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, watch, fixed, owns, finish: its hooks, or None.
+        pruners, watch, fixed, owns, nodes, finish: its hooks, or None.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Family:
     watch: Callable[[nn.Module], object] | None = None
     fixed: Callable[[object, list[torch.Tensor]], dict] | None = None
     owns: Callable[[nn.Module], list] | None = None
+    nodes: Callable[[object], dict] | None = None
     finish: Callable[[nn.Module], None] | None = None
 
 
@@ -53,6 +56,7 @@ FAMILIES: tuple[Family, ...] = (
            owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
+    Family("zero-padded channel shortcuts", watch=padding.PadWatch, nodes=padding.node_reasons),
 )
 
 
@@ -70,7 +74,7 @@ def watching(model: nn.Module, fixed: dict) -> Iterator[None]:
     """Run the families' hooks over the traced forward; ``fixed`` receives the outputs' callback.
 
     Use: ``with watching(model, kept) as done: ...trace...; done(outputs)`` fills ``kept`` with
-    {module: reason} for modules whose width the caller sees.
+    {module or autograd node: reason} for what keeps its group whole.
     """
     active = [(f, f.watch(model)) for f in FAMILIES if f.watch is not None]
 
@@ -78,6 +82,8 @@ def watching(model: nn.Module, fixed: dict) -> Iterator[None]:
         for family, watched in active:
             if family.fixed is not None:
                 fixed.update(family.fixed(watched, outputs))
+            if family.nodes is not None:
+                fixed.update(family.nodes(watched))
 
     try:
         yield done

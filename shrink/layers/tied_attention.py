@@ -82,10 +82,10 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention):
         return None
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
-    if not cut and (proj is None or proj.out_features != getattr(qkv, "in_features", None)):
-        return None  # the output projection writes back to the input width
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
+    if not cut and proj.out_features != qkv.in_features:
+        return None  # the output projection writes back to the input width
     c = qkv.out_features // 3 if cut else qkv.in_features
     if qkv.out_features != 3 * c or proj.in_features != c or c % heads:
         return None
