@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import padding, positional, recurrent, rows, shuffle, tied_attention, vit
+from . import constants, padding, positional, recurrent, rows, shuffle, tied_attention, vit
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", watch=padding.PadWatch, nodes=padding.node_reasons),
     Family("channel shuffle", watch=shuffle.ShuffleWatch, nodes=shuffle.node_reasons),
+    Family("widths fixed by a constant", watch=constants.ConstantWatch, nodes=constants.node_reasons),
 )
 
 
