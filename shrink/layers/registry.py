@@ -8,8 +8,9 @@ them. It registers the hooks it needs (all optional):
 - ``watch(model) -> object with .close()``: forward hooks active while the graph is traced.
 - ``fixed(watched, outputs) -> {module: reason}``: modules whose output width the caller sees
   (a recurrent state passed in), so their groups are kept whole with that reason.
-- ``nodes(watched) -> {autograd node: reason}``: operations whose group is kept whole (a pad
-  that adds channels).
+- ``op_reason(func, args, kwargs, out) -> reason | None``: called for every torch function
+  while the graph is traced (one TorchFunctionMode for all families); an operation with a reason
+  keeps every group through it whole (a pad that adds channels, a channel shuffle).
 - ``owns(model) -> [layers]``: layers whose output rows the family cuts itself, so they never
   root a torch-pruning width group (the fused qkv of attention tied to its input width).
 - ``finish(model)``: after the cuts, set the attributes a family's forward reads (a ViT's
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import constants, padding, positional, recurrent, rows, shuffle, tied_attention, vit
 
@@ -36,7 +38,7 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, watch, fixed, owns, nodes, finish: its hooks, or None.
+        pruners, watch, fixed, owns, op_reason, finish: its hooks, or None.
     """
 
     name: str
@@ -44,7 +46,7 @@ class Family:
     watch: Callable[[nn.Module], object] | None = None
     fixed: Callable[[object, list[torch.Tensor]], dict] | None = None
     owns: Callable[[nn.Module], list] | None = None
-    nodes: Callable[[object], dict] | None = None
+    op_reason: Callable[..., str | None] | None = None
     finish: Callable[[nn.Module], None] | None = None
 
 
@@ -56,9 +58,9 @@ FAMILIES: tuple[Family, ...] = (
            owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
-    Family("zero-padded channel shortcuts", watch=padding.PadWatch, nodes=padding.node_reasons),
-    Family("channel shuffle", watch=shuffle.ShuffleWatch, nodes=shuffle.node_reasons),
-    Family("widths fixed by a constant", watch=constants.ConstantWatch, nodes=constants.node_reasons),
+    Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
+    Family("channel shuffle", op_reason=shuffle.op_reason),
+    Family("widths fixed by a constant", op_reason=constants.op_reason),
 )
 
 
@@ -79,19 +81,41 @@ def watching(model: nn.Module, fixed: dict) -> Iterator[None]:
     {module or autograd node: reason} for what keeps its group whole.
     """
     active = [(f, f.watch(model)) for f in FAMILIES if f.watch is not None]
+    ops = _OpWatch([f.op_reason for f in FAMILIES if f.op_reason is not None])
+    ops.__enter__()
 
     def done(outputs: list[torch.Tensor]) -> None:
         for family, watched in active:
             if family.fixed is not None:
                 fixed.update(family.fixed(watched, outputs))
-            if family.nodes is not None:
-                fixed.update(family.nodes(watched))
+        fixed.update(ops.nodes)
 
     try:
         yield done
     finally:
+        ops.__exit__(None, None, None)
         for _, watched in active:
             watched.close()
+
+
+class _OpWatch(TorchFunctionMode):
+    """Every torch function called while the graph is traced, shown to the families' ``op_reason``."""
+
+    def __init__(self, checks: list) -> None:
+        super().__init__()
+        self.checks = checks
+        self.nodes: dict = {}  # autograd node -> reason its groups stay whole
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None and args:
+            for check in self.checks:
+                reason = check(func, args, kwargs, out)
+                if reason:
+                    self.nodes[out.grad_fn] = reason
+                    break
+        return out
 
 
 def owned(model: nn.Module) -> list[nn.Module]:

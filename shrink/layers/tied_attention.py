@@ -27,7 +27,6 @@ sqrt(new/old) so that every attention score stays what it was with the removed d
 
 from __future__ import annotations
 
-import copy
 import math
 import weakref
 from dataclasses import dataclass
@@ -105,49 +104,67 @@ def is_tied(module: nn.Module) -> bool:
 
 
 class Probe:
-    """While the graph is traced: note each candidate block's input, then try it with one head fewer."""
+    """While the graph is traced: note each candidate block's input and output shape, then try it
+    with one head fewer."""
 
     def __init__(self, model: nn.Module) -> None:
         self.inputs: dict[nn.Module, tuple] = {}
+        self.shapes: dict[nn.Module, torch.Size] = {}
         self.blocks = [b for b in find(model)]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
+        self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
 
     def _note(self, module, args, kwargs) -> None:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
         self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
 
+    def _shape(self, module, args, output) -> None:
+        self.shapes.setdefault(module, _first(output).shape)
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()
         for block in self.blocks:
-            if block.module in self.inputs and _runs_without_a_head(block, *self.inputs[block.module]):
+            if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
+                                                                    self.shapes[block.module]):
                 _HEADS_CUTTABLE.add(block.module)
 
 
-def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict) -> bool:
-    """Head 0 removed from a copy (its q, k, v rows and proj columns): does the copy still run the same shapes?"""
+def _first(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: torch.Size) -> bool:
+    """With head 0 removed (its q, k, v rows and proj columns), does the block still give ``shape``?
+
+    The block runs once on sliced weights swapped in, then everything is put back as it was.
+    """
     if block.num_heads < 2:
         return False
-    trial = copy.deepcopy(block.module)
-    t = as_tied("", trial)
-    c, d = t.width, t.head_dim
-    keep = list(range(d, c))
+    qkv, proj, module = block.qkv, block.proj, block.module
+    c, d = block.width, block.head_dim
+    keep = torch.arange(d, c)
+    rows = torch.cat([keep + s * c for s in range(3)])
+    saved = (qkv.weight, qkv.bias, proj.weight, {n: getattr(module, n) for n in _HEADS
+                                                   if isinstance(getattr(module, n, None), int)})
     try:
         with torch.no_grad():
-            expected = block.module(*args, **kwargs)
-            rows = torch.tensor([s * c + i for s in range(3) for i in keep])
-            t.qkv.weight = nn.Parameter(t.qkv.weight[rows])
-            if t.qkv.bias is not None:
-                t.qkv.bias = nn.Parameter(t.qkv.bias[rows])
-            t.proj.weight = nn.Parameter(t.proj.weight[:, keep])
-            for name in _HEADS:
-                if isinstance(getattr(trial, name, None), int):
-                    setattr(trial, name, block.num_heads - 1)
-            got = trial(*args, **kwargs)
+            qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows))
+            if qkv.bias is not None:
+                qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows))
+            proj.weight = nn.Parameter(proj.weight.index_select(1, keep))
+            for name in saved[3]:
+                setattr(module, name, block.num_heads - 1)
+            got = module(*args, **kwargs)
+        return _first(got).shape == shape
     except Exception:  # noqa: BLE001 - any failure means the forward reads the input width
         return False
-    first = lambda o: o if isinstance(o, torch.Tensor) else o[0]  # noqa: E731
-    return first(got).shape == first(expected).shape
+    finally:
+        qkv.weight, proj.weight = saved[0], saved[2]
+        if saved[1] is not None:
+            qkv.bias = saved[1]
+        for name, value in saved[3].items():
+            setattr(module, name, value)
 
 
 def own_layers(model: nn.Module) -> list[nn.Module]:
