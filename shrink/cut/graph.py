@@ -152,6 +152,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     traced.tied = [b for b in tied_attention.find(model) if b.module not in ignored]
     for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
         traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed))
+    for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
+        if any(f"{names[b.qkv]} (in)" in group.members for b in traced.tied):
+            group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
     traced.kept = _kept_whole(model, traced, ignored)
     return traced
 

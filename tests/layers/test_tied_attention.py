@@ -83,3 +83,10 @@ def test_heads_are_no_longer_cut_where_the_forward_reads_the_input_width():
     assert result.model.attn.num_heads == 4
     assert all(step.op != "heads" for step in result.plan.steps)
     assert result.model(torch.randn(3, 4, 12)).shape == (3, 5)
+
+
+def test_analyze_names_the_width_that_narrows_the_heads():
+    model = Wrap(CausalSelfAttention(32, n_head=4, block_size=8)).eval()
+    report = shrink.analyze(model, torch.randn(2, 4, 12))
+    group = next(g for g in report.groups if g.root == "embed")
+    assert "attention head dims" in group.kinds
