@@ -7,8 +7,9 @@ activation's full width. Autograd records no edge for such a tensor, so the trac
 cut the activation and leave the constant at its old width.
 
 The second form is a reshape with the width written in: PointNet's ``x.view(-1, 1024)`` after
-its max-pool, LeNet's ``x.view(-1, 16 * 5 * 5)``. The batch is the inferred dimension (-1 first)
-and the output keeps the input's batch, so every other size is a number from the code.
+its max-pool, LeNet's ``x.view(-1, 16 * 5 * 5)``. A flatten to [batch, width] whose batch is the inferred
+dimension (-1 first, the output keeping the input's batch) has its width written in the code.
+(Swin's ``windows.view(-1, ws * ws, C)`` reads C from the input: not a flatten, not flagged.)
 
 How to cut: not at all: `op_reason` notes those operations while the graph is traced, and a
 group that passes through one is kept whole with the reason. Position tables held as buffers are
@@ -38,9 +39,9 @@ def op_reason(func, args: tuple, kwargs: dict, out: torch.Tensor) -> str | None:
             if const is not None and const.is_floating_point() and const.dim() >= 1 and width > 1 \
                     and const.shape[-1] == width:
                 return REASON
-    if func in _VIEWS and out.dim() >= 2 and len(args) > 1:
+    if func in _VIEWS and out.dim() == 2 and len(args) > 1:  # a flatten to [batch, width]
         shape = tuple(args[1]) if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
         x = args[0]
-        if shape and shape[0] == -1 and isinstance(x, torch.Tensor) and x.dim() >= 2 and out.shape[0] == x.shape[0]:
+        if shape and shape[0] == -1 and isinstance(x, torch.Tensor) and x.dim() > 2 and out.shape[0] == x.shape[0]:
             return VIEW_REASON
     return None

@@ -38,3 +38,13 @@ def test_a_width_written_in_a_view_is_kept_and_a_computed_one_is_cut():
     x = torch.randn(2, 1, 8, 8)
     assert shrink.compress(LeNetFlatten(computed=False), x, ratio=0.5).model.conv.out_channels == 8
     assert shrink.compress(LeNetFlatten(computed=True), x, ratio=0.5).model.conv.out_channels == 4
+
+
+def test_swin_window_view_reads_the_width_and_is_cut():
+    """windows.view(-1, ws * ws, C) takes C from the input: the residual width is still cut."""
+    from real_models import Swin
+
+    model = Swin().eval()
+    result = shrink.compress(model, torch.randn(2, 3, 16, 16))
+    assert result.model.patch_embed.out_channels == 8
+    assert result.model.blocks[0].attn.qkv.out_features == 24 and result.model.blocks[0].attn.num_heads == 2
