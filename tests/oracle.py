@@ -12,6 +12,9 @@ import math
 import torch
 from torch import nn
 
+from shrink._util import inputs as _inputs
+from shrink.layers import recurrent
+
 
 def _drop(n: int, kept: list[int]) -> list[int]:
     keep = set(kept)
@@ -22,8 +25,20 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
     ref = copy.deepcopy(original)
     modules = dict(ref.named_modules())
     with torch.no_grad():
+        for step in plan.steps:
+            if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
+                block = modules[step.layer]
+                qkv = next(getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n))
+                c = qkv.out_features // 3
+                rows = [s * c + i for s in range(3) for i in step.removed]
+                qkv.weight[rows] = 0
+                if qkv.bias is not None:
+                    qkv.bias[rows] = 0
         for name, dims in plan.kept.items():
             m = modules.get(name)
+            if m is not None and recurrent.is_recurrent(m):
+                _mask_recurrent(m, dims)
+                continue
             if isinstance(m, nn.MultiheadAttention) and "out" in dims:
                 e = m.embed_dim
                 gone = _drop(e, dims["out"])
@@ -49,12 +64,33 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
     return ref
 
 
+def _mask_recurrent(m: nn.RNNBase, dims: dict) -> None:
+    """A hidden unit whose gate rows are all zero stays 0 from a zero state (LSTM: g=0 so c and h
+    stay 0; GRU: n=0 so h = z*h stays 0; RNN: tanh(0)=0): the same as the unit removed."""
+    H, G, D = m.hidden_size, recurrent.GATES[type(m)], 2 if m.bidirectional else 1
+    if "out" in dims:
+        gone = sorted({i % H for i in _drop(D * H, dims["out"])})
+        rows = [g * H + j for g in range(G) for j in gone]
+        for name, p in m.named_parameters():
+            if name.startswith(("weight", "bias")):
+                p[rows] = 0
+    if "in" in dims:
+        gone = _drop(m.input_size, dims["in"])
+        for d in range(D):
+            getattr(m, "weight_ih_l0" + ("_reverse" if d else ""))[:, gone] = 0
+
+
 def assert_matches_oracle(original: nn.Module, result, inputs, atol: float = 1e-5) -> None:
     ref = masked_reference(original, result.plan).eval()
+    args, kwargs = _inputs.call_args(inputs)
     with torch.no_grad():
-        expected = ref(inputs)
-        got = result.model.eval()(inputs)
-    scale = max(1.0, float(expected.abs().max()))
-    diff = float((expected - got).abs().max())
-    assert diff <= atol * scale, f"cut model differs from the masked original by {diff}"
-    assert math.isfinite(diff)
+        expected = _inputs.flatten_outputs(ref(*args, **kwargs))
+        got = _inputs.flatten_outputs(result.model.eval()(*args, **kwargs))
+    assert list(expected) == list(got)
+    for key in expected:
+        e, g = expected[key], got[key]
+        assert e.shape == g.shape, f"{key}: shape {tuple(g.shape)} != {tuple(e.shape)}"
+        scale = max(1.0, float(e.abs().max()))
+        diff = float((e - g).abs().max())
+        assert diff <= atol * scale, f"{key}: cut model differs from the masked original by {diff}"
+        assert math.isfinite(diff)

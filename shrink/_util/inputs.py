@@ -28,6 +28,20 @@ def call_args(example_inputs: ExampleInputs) -> tuple[tuple, dict]:
     )
 
 
+def leaves(args: tuple, kwargs: dict) -> list:
+    """Every input value in call order, nested tuples (an LSTM's ``(h, c)``) flattened."""
+    out = []
+    for value in [*args, *kwargs.values()]:
+        out.extend(leaves(tuple(value), {}) if isinstance(value, (tuple, list)) else [value])
+    return out
+
+
+def is_nested(example_inputs: ExampleInputs) -> bool:
+    """Some input is itself a tuple of tensors (a recurrent state passed in)."""
+    args, kwargs = call_args(example_inputs)
+    return any(isinstance(v, (tuple, list)) for v in [*args, *kwargs.values()])
+
+
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode for the duration (no BatchNorm statistics updated, no dropout), then as it was."""
@@ -93,6 +107,8 @@ def describe(example_inputs: ExampleInputs) -> str:
 
 
 def _describe_one(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_describe_one(v) for v in value) + ")"
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).removeprefix("torch.")
         return f"{dtype}[{'x'.join(str(s) for s in value.shape)}]"
@@ -104,9 +120,12 @@ def to_spec(example_inputs: ExampleInputs) -> dict:
     args, kwargs = call_args(example_inputs)
 
     def one(value: Any) -> dict:
+        if isinstance(value, (tuple, list)):  # nested state such as an LSTM's (h, c)
+            return {"tuple": [one(v) for v in value]}
         if not isinstance(value, torch.Tensor):
             raise ShrinkTypeError(
-                f"example inputs must all be tensors to be recorded in a plan; found {type(value).__name__}"
+                f"example inputs must all be tensors (or tuples of tensors) to be recorded in a plan; "
+                f"found {type(value).__name__}"
             )
         return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
 
@@ -120,7 +139,9 @@ def from_spec(spec: Mapping) -> ExampleInputs:
             spec.get("kwargs", {}), Mapping):
         raise ShrinkValueError(f"recorded inputs must look like {{'args': [...], 'kwargs': {{...}}}}; got {spec!r:.80}")
 
-    def one(entry: Mapping) -> torch.Tensor:
+    def one(entry: Mapping):
+        if "tuple" in entry:
+            return tuple(one(e) for e in entry["tuple"])
         _check_entry(entry)
         dtype = getattr(torch, entry["dtype"])
         if dtype.is_floating_point:

@@ -24,8 +24,8 @@ from torch import nn
 
 from .._util import checks
 from .._util import inputs as _inputs
-from ..layers.rows import Conv1DPruner, is_hf_conv1d, is_linear_like
-from ..layers import hf_moe
+from ..layers import hf_moe, registry, tied_attention
+from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .opaque import failing_nodes, opaque, recording_owners
@@ -60,6 +60,7 @@ class Traced:
     blocks: list[AttentionBlock]
     kept: dict[str, str] = field(default_factory=dict)
     opaque: dict[str, str] = field(default_factory=dict)
+    tied: list[tied_attention.TiedBlock] = field(default_factory=list)
     checked: dict[str, bool] = field(default_factory=dict)  # step label -> checked exactly (verify.py)
 
     def kept_groups(self) -> dict[str, str]:
@@ -168,9 +169,12 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
     output_fns: set = set()
 
+    fixed: dict[nn.Module, str] = {}  # modules whose width the caller sees (layers/registry.py)
+
     def capture(out):
         found = _inputs.flatten_outputs(out)
         output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
+        seen(list(found.values()))
         return list(found.values())
 
     config = getattr(model, "config", None)
@@ -183,7 +187,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         with opaque(list(black_boxes)) as box_pruners, recording_owners(model) as owners, \
                 _time_limit(budget), torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
-            customized = {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
+            customized = registry.pruners(model)
             root_types = _ROOT_TYPES + tuple(customized)
             customized.update(box_pruners)
 
@@ -191,14 +195,16 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                 with owners:
                     return m(*args, **kwargs)
 
-            dg = tp.DependencyGraph().build_dependency(
-                model,
-                example_inputs=example_inputs,
-                forward_fn=forward,
-                output_transform=capture,
-                customized_pruners=customized or None,
-                verbose=False,
-            )
+            # The families' probes (layers/registry.py) finish when this block closes, before blocks are found.
+            with registry.watching(model, fixed) as seen:
+                dg = tp.DependencyGraph().build_dependency(
+                    model,
+                    example_inputs=example_inputs,
+                    forward_fn=forward,
+                    output_transform=capture,
+                    customized_pruners=customized or None,
+                    verbose=False,
+                )
             blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
             for block in blocks:
                 block.out = _output_projection(dg, block)
@@ -206,9 +212,14 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             traced = Traced(model, dg, names, [], blocks)
             # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
             # (expanding that group through rotary embeddings' slices is also very slow).
-            head_layers = [layer for b in blocks for layer in b.producers()]
+            head_layers = [layer for b in blocks for layer in b.producers()] + registry.owned(model)
+            traced.tied = [b for b in tied_attention.find(model) if b.module not in ignored]
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
-                traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes))
+                traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed,
+                                               black_boxes))
+            for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
+                if any(f"{names[b.qkv]} (in)" in group.members for b in traced.tied):
+                    group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
             _protect_tied(dg, traced.groups)
             traced.kept = _kept_whole(model, traced, ignored)
     except (ShrinkValueError, KeyboardInterrupt):
@@ -330,7 +341,7 @@ def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
-def _classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes=()) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_boxes=()) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
@@ -345,6 +356,8 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, black_boxes=(
             protected = protected or "ignored"
         if isinstance(module, nn.Module) and module in black_boxes:
             protected = protected or f"{'written' if is_out else 'read'} by {names.get(module)!r}, traced as a black box"
+        if (is_out and isinstance(module, nn.Module) and module in fixed) or node.grad_fn in fixed:
+            protected = protected or fixed.get(module if module in fixed else node.grad_fn)
         kinds.update(_kinds_of(node, module))
         mixed = _mixes_model_input(node, input_ids)
         if mixed:
@@ -438,6 +451,9 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
             reasons.update({layer: f"heads kept whole: {block.locked}" for layer in block.producers()})
         elif block.units > 1:
             narrowed.update(block.producers())
+    for module in list(narrowed):
+        if isinstance(module, nn.MultiheadAttention):
+            narrowed.add(module.out_proj)  # its pruner cuts out_proj, which forward reads as a weight
     kept = {}
     for name, module in model.named_modules():
         if not name or not _has_own_weight(module) or module in narrowed:
@@ -454,4 +470,5 @@ def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str
 
 
 def _has_own_weight(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(module, nn.MultiheadAttention)
+    return isinstance(getattr(module, "weight", None), torch.Tensor) or isinstance(
+        module, (nn.MultiheadAttention, nn.RNNBase))  # weights under other names (in_proj_weight, weight_ih_l0)

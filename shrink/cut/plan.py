@@ -48,7 +48,7 @@ class Step:
         for key in ("op", "layer", "dim", "partner"):
             if not isinstance(d.get(key, ""), str):
                 raise PlanMismatchError(f"a plan step's {key!r} must be a string; found {_kind(d[key])}")
-        dims = {"group": ("out", "in"), "heads": ("heads",)}
+        dims = {"group": ("out", "in"), "heads": ("heads",), "head_dims": ("head_dims",)}
         if d["op"] not in dims:
             raise PlanMismatchError(f"unknown plan step {d['op']!r} (this shrink knows {sorted(dims)}); "
                                     "the plan was written by another version of shrink")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..layers import attention
+from ..layers import attention, tied_attention
 from .graph import Group, Traced
 from .importance import group_scores
 from .plan import Step
@@ -87,12 +87,49 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
             continue
         pool.append((group, r, scores))
     removed = _local(pool, round_to) if scope == "local" else _global(pool, round_to)
+    removed = _tied_multiples(traced, pool, removed)
     dim = {True: "out", False: "in"}
-    return [
+    steps = [
         Step("group", g.root_name, dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)], _expand(g, units))
         for (g, _, _), units in zip(pool, removed)
         if units
     ]
+    return steps + _tied_steps(traced, pool, removed, p)
+
+
+def _tied_input(traced: Traced, pool) -> dict:
+    """For each attention block tied to its input width: the pool entry holding that width."""
+    found = {}
+    for block in traced.tied:
+        member = f"{traced.names[block.qkv]} (in)"
+        for i, (group, _, _) in enumerate(pool):
+            if member in group.members:
+                found[block.name] = (block, i)
+    return found
+
+
+def _tied_multiples(traced: Traced, pool, removed: list[list[int]]) -> list[list[int]]:
+    """A width read as heads x head_dim loses a multiple of the head count: drop the best-scored extras."""
+    multiple = [1] * len(pool)
+    for block, i in _tied_input(traced, pool).values():
+        multiple[i] = math.lcm(multiple[i], block.num_heads)
+    out = []
+    for (_, _, scores), units, m in zip(pool, removed, multiple):
+        n = len(units) // m * m
+        out.append(sorted(sorted(units, key=lambda u: (float(scores[u]), u))[:n]))
+    return out
+
+
+def _tied_steps(traced: Traced, pool, removed: list[list[int]], p: int) -> list[Step]:
+    """Each tied block loses as many head dims as its input width loses channels (tied_attention.py)."""
+    steps = []
+    for block, i in _tied_input(traced, pool).values():
+        group = pool[i][0]
+        lost = len(removed[i]) * group.channel_groups
+        if lost:
+            dims = tied_attention.dims_to_remove(block, lost // block.num_heads, p)
+            steps.append(Step("head_dims", block.name, "head_dims", tuple(dims), traced.names[block.proj]))
+    return steps
 
 
 def _local(pool, round_to) -> list[list[int]]:

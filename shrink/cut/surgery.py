@@ -14,7 +14,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config
+from ..layers import attention, hf_config, registry, tied_attention
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -82,10 +82,19 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
                 rows = attention.out_rows(layer)
                 tracker.cut(names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)
             attention.remove_units(block, list(step.removed))
+        elif step.op == "head_dims":
+            block = tied_attention.as_tied(step.layer, _get(modules, step.layer, step), cut=True)
+            if block is None:
+                raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
+            for layer, dim, removed in tied_attention.cuts(block, list(step.removed)):
+                size = layer.out_features if dim == "out" else layer.in_features
+                tracker.cut(names[layer], dim, size, removed)
+            tied_attention.cut_dims(block, list(step.removed))
         else:
             raise PlanMismatchError(f"unknown plan step {step.op!r}; the plan was written by a newer shrink")
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
+    registry.finish(model)  # attributes the families' forwards read (a ViT's hidden_dim)
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
         if problems:

@@ -84,8 +84,14 @@ def _known(module: nn.Module) -> bool:
 def step_is_exact(traced: Traced, step: Step) -> bool:
     if step.op == "heads":
         return True  # heads are independent; head_dim is kept, so attention scores are unchanged
+    if step.op == "head_dims":
+        return False  # narrower heads rescale q·k (layers/tied_attention.py): not plain masking
     group = find_group(traced, step)
-    return group is not None and exact(group)
+    if group is None or not exact(group):
+        return False
+    # A width that also narrows tied heads is cut together with their head_dims step.
+    tied_inputs = {f"{traced.names[b.qkv]} (in)" for b in getattr(traced, "tied", ())}
+    return not tied_inputs & set(group.members)
 
 
 def find_group(traced: Traced, step: Step) -> Group | None:

@@ -102,7 +102,10 @@ def input_names(model: nn.Module, example_inputs) -> list[str]:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    return [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
+    names = [params[i] if i < len(params) else f"input_{i}" for i in range(len(args))]
+    # A nested tuple (an LSTM's (h, c)) is one ONNX input per tensor: hidden_0, hidden_1.
+    return [f"{n}_{j}" if isinstance(a, (tuple, list)) else n
+            for n, a in zip(names, args) for j in range(len(_inputs.leaves((a,), {})))]
 
 
 def _export(model, args, kwargs, path: Path, names, out_names, dynamic_batch, dynamo, opset, batch_dim=0):
@@ -215,7 +218,7 @@ def check_parity(path: Path, model: nn.Module, inputs_list, names, out_names, at
     shapes: dict[str, tuple[int, ...]] = {}
     for k, inputs in enumerate(inputs_list):
         args, kwargs = _inputs.call_args(inputs)
-        tensors = dict(zip(names, [*args, *kwargs.values()]))
+        tensors = dict(zip(names, _inputs.leaves(args, kwargs)))
         feeds = {n: tensors[n].detach().cpu().numpy() for n in session_inputs}
         with torch.no_grad():
             expected = list(_inputs.flatten_outputs(_inputs.run(model, inputs)).values())
@@ -311,6 +314,11 @@ def export_onnx(
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
     if isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0:
         raise ShrinkValueError(f"batch_dim must be a dimension index such as 0 or 1; got {batch_dim!r}")
+    if dynamic_batch and _inputs.is_nested(example_inputs):
+        raise ShrinkValueError(
+            "dynamic_batch=True needs every input batched along dimension 0, but some input is a tuple "
+            "(a recurrent state such as (h, c), batched along dimension 1): pass dynamic_batch=False"
+        )
     checks.finite_inputs(example_inputs)
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)

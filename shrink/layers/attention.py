@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import hf_attention
+from .tied_attention import is_tied
 from .rows import is_linear_like, out_rows, slice_linear_in, slice_linear_out
 
 _Q = ("q_proj", "query", "q", "to_q", "wq", "q_lin")
@@ -91,6 +92,8 @@ def find_blocks(model: nn.Module) -> list[AttentionBlock]:
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             continue  # its heads are tied to the residual width; handled as a width group
+        if is_tied(module):
+            continue  # heads x head_dim is the input width: tied_attention.py cuts head dims
         heads = _attr(module, _HEADS)
         if heads is None:
             continue
@@ -126,16 +129,18 @@ def _rows_of_unit(block: AttentionBlock, unit: int) -> dict[str, list[int]]:
 
 
 def unit_scores(block: AttentionBlock, p: int) -> torch.Tensor:
-    """Lp norm of each unit's q, k and v rows taken together (a head's own weights)."""
-    scores = []
-    for unit in range(block.units):
-        total = 0.0
-        for role, rows in _rows_of_unit(block, unit).items():
-            layer, offset = _role_layer(block, role)
-            w = out_rows(layer)[[offset + i for i in rows]]
-            total += float(w.abs().pow(p).sum())
-        scores.append(total ** (1.0 / p))
-    return torch.tensor(scores)
+    """Lp norm of each unit's q, k and v rows taken together (a head's own weights).
+
+    A unit's rows are contiguous in each of q, k and v (see `_rows_of_unit`), so each role's
+    rows reshape to [units, rows per unit * fan_in] and are summed at once.
+    """
+    total = torch.zeros(block.units, dtype=torch.float64)
+    for role in ("q", "k", "v"):
+        layer, offset = _role_layer(block, role)
+        per = len(_rows_of_unit(block, 0)[role])
+        w = out_rows(layer)[offset: offset + block.units * per]
+        total += w.abs().pow(p).reshape(block.units, -1).sum(dim=1).double()
+    return total.pow(1.0 / p).float()
 
 
 def _role_layer(block: AttentionBlock, role: str) -> tuple[nn.Module, int]:

@@ -9,6 +9,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .recurrent import is_recurrent, unit_rows
+
 
 def is_hf_conv1d(module: nn.Module) -> bool:
     """GPT-2's ``transformers.pytorch_utils.Conv1D``: a Linear whose weight is stored [in, out]."""
@@ -24,6 +26,8 @@ def out_rows(module: nn.Module) -> torch.Tensor | None:
     """The module's weight as a [units, fan_in] matrix, one row per output unit; None if not a producer."""
     if isinstance(module, nn.MultiheadAttention):
         return None  # ranked through the layers around it; its own units are its heads' dims
+    if is_recurrent(module):
+        return unit_rows(module)  # [D*H, ...]: every gate's rows of hidden unit j, all layers
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
@@ -58,6 +62,11 @@ def slice_linear_in(layer: nn.Module, keep: list[int]) -> None:
     else:
         layer.weight = nn.Parameter(layer.weight.data.index_select(1, keep_t).clone())
         layer.in_features = len(keep)
+
+
+def pruners(model: nn.Module) -> dict:
+    """torch-pruning handlers this file brings: Hugging Face Conv1D, by its type."""
+    return {type(m): Conv1DPruner() for m in model.modules() if is_hf_conv1d(m)}
 
 
 def _keep(n: int, idxs) -> list[int]:

@@ -1,0 +1,130 @@
+"""The one place where layer families are registered; the engine asks it, never a family by name.
+
+A family is one small file in this folder that says what its layers look like and how to cut
+them. It registers the hooks it needs (all optional):
+
+- ``pruners(model) -> {module type: torch-pruning handler}``: how to cut a module type the
+  engine cannot cut by itself (Hugging Face Conv1D, LSTM/GRU).
+- ``watch(model) -> object with .close()``: forward hooks active while the graph is traced.
+- ``fixed(watched, outputs) -> {module: reason}``: modules whose output width the caller sees
+  (a recurrent state passed in), so their groups are kept whole with that reason.
+- ``op_reason(func, args, kwargs, out) -> reason | None``: called for every torch function
+  while the graph is traced (one TorchFunctionMode for all families); an operation with a reason
+  keeps every group through it whole (a pad that adds channels, a channel shuffle).
+- ``owns(model) -> [layers]``: layers whose output rows the family cuts itself, so they never
+  root a torch-pruning width group (the fused qkv of attention tied to its input width).
+- ``finish(model)``: after the cuts, set the attributes a family's forward reads (a ViT's
+  ``hidden_dim``, nanoGPT's ``n_embd``) from the new layer sizes.
+
+Attention blocks cut by whole heads are found by `attention.find_blocks`, also from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from . import constants, padding, positional, recurrent, rows, shuffle, tied_attention, vit
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one family file contributes (see the module docstring).
+
+    Attributes:
+        name: the family, for logs.
+        pruners, watch, fixed, owns, op_reason, finish: its hooks, or None.
+    """
+
+    name: str
+    pruners: Callable[[nn.Module], dict] | None = None
+    watch: Callable[[nn.Module], object] | None = None
+    fixed: Callable[[object, list[torch.Tensor]], dict] | None = None
+    owns: Callable[[nn.Module], list] | None = None
+    op_reason: Callable[..., str | None] | None = None
+    finish: Callable[[nn.Module], None] | None = None
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("Hugging Face Conv1D", pruners=rows.pruners),
+    Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
+           fixed=recurrent.fixed_state),
+    Family("attention reshaped to its input width (timm, nanoGPT, Swin)", watch=tied_attention.Probe,
+           owns=tied_attention.own_layers),
+    Family("vision transformer (torchvision)", finish=vit.finish),
+    Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
+    Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
+    Family("channel shuffle", op_reason=shuffle.op_reason),
+    Family("widths fixed by a constant", op_reason=constants.op_reason),
+)
+
+
+def pruners(model: nn.Module) -> dict:
+    """Every registered family's torch-pruning handlers for the module types in ``model``."""
+    found: dict = {}
+    for family in FAMILIES:
+        if family.pruners is not None:
+            found.update(family.pruners(model))
+    return found
+
+
+@contextmanager
+def watching(model: nn.Module, fixed: dict) -> Iterator[None]:
+    """Run the families' hooks over the traced forward; ``fixed`` receives the outputs' callback.
+
+    Use: ``with watching(model, kept) as done: ...trace...; done(outputs)`` fills ``kept`` with
+    {module or autograd node: reason} for what keeps its group whole.
+    """
+    active = [(f, f.watch(model)) for f in FAMILIES if f.watch is not None]
+    ops = _OpWatch([f.op_reason for f in FAMILIES if f.op_reason is not None])
+    ops.__enter__()
+
+    def done(outputs: list[torch.Tensor]) -> None:
+        for family, watched in active:
+            if family.fixed is not None:
+                fixed.update(family.fixed(watched, outputs))
+        fixed.update(ops.nodes)
+
+    try:
+        yield done
+    finally:
+        ops.__exit__(None, None, None)
+        for _, watched in active:
+            watched.close()
+
+
+class _OpWatch(TorchFunctionMode):
+    """Every torch function called while the graph is traced, shown to the families' ``op_reason``."""
+
+    def __init__(self, checks: list) -> None:
+        super().__init__()
+        self.checks = checks
+        self.nodes: dict = {}  # autograd node -> reason its groups stay whole
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None and args:
+            for check in self.checks:
+                reason = check(func, args, kwargs, out)
+                if reason:
+                    self.nodes[out.grad_fn] = reason
+                    break
+        return out
+
+
+def owned(model: nn.Module) -> list[nn.Module]:
+    """Layers the families cut themselves (never roots of a torch-pruning group)."""
+    return [layer for f in FAMILIES if f.owns is not None for layer in f.owns(model)]
+
+
+def finish(model: nn.Module) -> None:
+    """After cutting: every family sets the attributes its forward reads from the new sizes."""
+    for family in FAMILIES:
+        if family.finish is not None:
+            family.finish(model)

@@ -1,0 +1,226 @@
+"""Attention whose forward reshapes the heads back to the block's *input* width (timm, nanoGPT, Swin).
+
+What the family looks like: one fused ``qkv`` Linear [3C, C] laid out [q | k | v], each part
+[heads, head_dim], an output projection [C, C], a head count attribute, and a forward that
+reads C from its input, not from an attribute:
+
+- timm ``Attention``: ``qkv.reshape(B, N, 3, num_heads, head_dim)`` and ``x.reshape(B, N, C)``
+  with ``B, N, C = x.shape``; ``head_dim`` and the float ``scale`` are stored attributes.
+- nanoGPT ``CausalSelfAttention``: ``c_attn(x).split(self.n_embd, dim=2)``, then
+  ``view(B, T, n_head, C // n_head)`` and ``view(B, T, C)``; the scale is ``1/sqrt(k.size(-1))``.
+- Swin ``WindowAttention``: ``reshape(B_, N, 3, num_heads, C // num_heads)``; heads index a
+  relative-position bias table, so the head count must stay.
+
+Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
+`Probe` removes one whole head from a copy of each candidate block and runs it on the input it
+got. A block that still runs with an unchanged output shape (``reshape(B, N, -1)``) is left to
+attention.py, which cuts whole heads; one that breaks belongs here.
+
+So heads x head_dim must equal the block's input width C, a residual width cut elsewhere. How to
+cut: the residual group loses a multiple of ``num_heads`` channels (`multiple`), and every head
+loses as many of its own dims (`dim_steps`: the lowest-norm q/k/v dims of each head), which keeps
+``heads * head_dim == C``, the head count (and Swin's bias table) intact. The attributes the
+forward reads are set from the new sizes: ``head_dim`` (timm), ``n_embd`` (nanoGPT's split size).
+Where the scale is computed from ``head_dim`` (nanoGPT), the query rows are multiplied by
+sqrt(new/old) so that every attention score stays what it was with the removed dims masked.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
+_OUT = ("proj", "c_proj", "out_proj", "o_proj")
+_HEADS = ("num_heads", "n_head", "n_heads", "heads")
+_WIDTH = ("n_embd", "embed_dim", "dim")  # attributes equal to C that a forward may read as a size
+
+
+@dataclass
+class TiedBlock:
+    """An attention block whose heads x head_dim is tied to its input width.
+
+    Attributes:
+        name: qualified name of the block; module: the block.
+        qkv, proj: the fused projection and the output projection.
+        num_heads: head count (never changed).
+    """
+
+    name: str
+    module: nn.Module
+    qkv: nn.Linear
+    proj: nn.Linear
+    num_heads: int
+
+    @property
+    def width(self) -> int:
+        return self.qkv.out_features // 3
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.num_heads
+
+
+def _find(module: nn.Module, names: tuple[str, ...]):
+    for name in names:
+        value = getattr(module, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | None:
+    """The block, if ``module`` looks like this family (Hugging Face blocks carry a config: not ours).
+
+    ``cut``: the block's input width may already have been narrowed (replaying a plan's steps).
+    """
+    if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention):
+        return None
+    qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
+    if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
+        return None
+    if not cut and proj.out_features != qkv.in_features:
+        return None  # the output projection writes back to the input width
+    c = qkv.out_features // 3 if cut else qkv.in_features
+    if qkv.out_features != 3 * c or proj.in_features != c or c % heads:
+        return None
+    return TiedBlock(name, module, qkv, proj, heads)
+
+
+# Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
+_HEADS_CUTTABLE: weakref.WeakSet = weakref.WeakSet()
+
+
+def find(model: nn.Module) -> list[TiedBlock]:
+    return [b for n, m in model.named_modules() if (b := as_tied(n, m)) is not None and m not in _HEADS_CUTTABLE]
+
+
+def is_tied(module: nn.Module) -> bool:
+    return module not in _HEADS_CUTTABLE and as_tied("", module) is not None
+
+
+class Probe:
+    """While the graph is traced: note each candidate block's input and output shape, then try it
+    with one head fewer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.inputs: dict[nn.Module, tuple] = {}
+        self.shapes: dict[nn.Module, torch.Size] = {}
+        self.blocks = [b for b in find(model)]
+        self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
+        self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
+
+    def _note(self, module, args, kwargs) -> None:
+        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
+        self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+
+    def _shape(self, module, args, output) -> None:
+        self.shapes.setdefault(module, _first(output).shape)
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for block in self.blocks:
+            if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
+                                                                    self.shapes[block.module]):
+                _HEADS_CUTTABLE.add(block.module)
+
+
+def _first(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: torch.Size) -> bool:
+    """With head 0 removed (its q, k, v rows and proj columns), does the block still give ``shape``?
+
+    The block runs once on sliced weights swapped in, then everything is put back as it was.
+    """
+    if block.num_heads < 2:
+        return False
+    qkv, proj, module = block.qkv, block.proj, block.module
+    c, d = block.width, block.head_dim
+    keep = torch.arange(d, c)
+    rows = torch.cat([keep + s * c for s in range(3)])
+    saved = (qkv.weight, qkv.bias, proj.weight, {n: getattr(module, n) for n in _HEADS
+                                                   if isinstance(getattr(module, n, None), int)})
+    try:
+        with torch.no_grad():
+            qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows))
+            if qkv.bias is not None:
+                qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows))
+            proj.weight = nn.Parameter(proj.weight.index_select(1, keep))
+            for name in saved[3]:
+                setattr(module, name, block.num_heads - 1)
+            got = module(*args, **kwargs)
+        return _first(got).shape == shape
+    except Exception:  # noqa: BLE001 - any failure means the forward reads the input width
+        return False
+    finally:
+        qkv.weight, proj.weight = saved[0], saved[2]
+        if saved[1] is not None:
+            qkv.bias = saved[1]
+        for name, value in saved[3].items():
+            setattr(module, name, value)
+
+
+def own_layers(model: nn.Module) -> list[nn.Module]:
+    """The fused qkv layers: their rows are cut here (per head), never as a width group of their own."""
+    return [b.qkv for b in find(model)]
+
+
+def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
+    """[heads, head_dim]: Lp norm of each head dim's q, k and v rows taken together."""
+    w = block.qkv.weight.detach().float().view(3, block.num_heads, block.head_dim, -1)
+    return w.abs().pow(p).sum(dim=(0, 3)).pow(1.0 / p)
+
+
+def dims_to_remove(block: TiedBlock, per_head: int, p: int) -> list[int]:
+    """Positions h*head_dim + d (in q's coordinates) of the ``per_head`` weakest dims of each head."""
+    scores = dim_scores(block, p)
+    removed = []
+    for h in range(block.num_heads):
+        order = torch.argsort(scores[h], stable=True)[:per_head]
+        removed += sorted(h * block.head_dim + int(d) for d in order)
+    return removed
+
+
+def cuts(block: TiedBlock, removed: list[int]) -> list[tuple[nn.Module, str, list[int]]]:
+    """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns."""
+    c = block.width
+    return [(block.qkv, "out", [s * c + i for s in range(3) for i in removed]), (block.proj, "in", list(removed))]
+
+
+def cut_dims(block: TiedBlock, removed: list[int]) -> None:
+    """Remove head dims ``removed`` (the same number from every head) and fix the attributes."""
+    old_dim, c = block.head_dim, block.width
+    keep = [i for i in range(c) if i not in set(removed)]
+    rows = torch.tensor([s * c + i for s in range(3) for i in keep], dtype=torch.long)
+    cols = torch.tensor(keep, dtype=torch.long)
+    qkv, proj = block.qkv, block.proj
+    with torch.no_grad():
+        qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows).clone())
+        if qkv.bias is not None:
+            qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows).clone())
+        qkv.out_features = len(rows)
+        proj.weight = nn.Parameter(proj.weight.index_select(1, cols).clone())
+        proj.in_features = len(keep)
+        new_dim = len(keep) // block.num_heads
+        if not isinstance(getattr(block.module, "scale", None), float):
+            # The forward computes 1/sqrt(head_dim) from the new size (nanoGPT's k.size(-1)):
+            # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old).
+            factor = math.sqrt(new_dim / old_dim)
+            qkv.weight[: len(keep)] *= factor
+            if qkv.bias is not None:
+                qkv.bias[: len(keep)] *= factor
+    # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
+    # split(self.n_embd, dim=2). Both now equal the new input width C, which the residual cut set.
+    if isinstance(getattr(block.module, "head_dim", None), int):
+        block.module.head_dim = new_dim
+    for name in _WIDTH:
+        value = getattr(block.module, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value == c:
+            setattr(block.module, name, len(keep))
