@@ -38,6 +38,7 @@ from .tables import Curves, LatencyTable, fast_widths
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5
+VERIFY_SECONDS = 3.0  # timing per round, dense and compressed together (tests lower it)
 OVERSHOOT = 1.15  # a met target overshot by more than this gets another round, keeping more width
 
 
@@ -139,7 +140,8 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
         if runtime == "onnxruntime":  # exported once; each round exports only the cut model
             dense = export_onnx(model, example_inputs, Path(tmp) / "dense.onnx").path
 
-        def measure(cut_model, iters=None):
+        def measure(cut_model):
+            iters = int(min(200, max(10, VERIFY_SECONDS * 1e3 / (2 * probe.p50_ms))))
             rep = benchmark({"dense": dense, "compressed": cut_model}, x, runtimes=(runtime,), devices=(device,),
                             batch_sizes=(batch_size,), iters=iters, progress=False)
             rows = {r.model: r for r in rep.rows}
@@ -149,7 +151,7 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
             return rows["dense"], rows["compressed"], 1 / high, 1 / low  # intervals are compressed/dense
 
         probe = benchmark({"dense": dense}, x, runtimes=(runtime,), devices=(device,), batch_sizes=(batch_size,),
-                          progress=False).rows[0]
+                          iters=10, progress=False).rows[0]
         full = [k.units for k in space.knobs]
         # Non-layer ops (BN, ReLU, adds, pooling) mostly shrink with width too: scale the tables to
         # the dense model, keeping only the runtime's per-call cost fixed.
