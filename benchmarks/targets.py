@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import shrink
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's shrink, not an installed one
+import shrink  # noqa: E402
 from shrink import zoo
 from shrink.cut import graph
 from shrink.target.space import build

@@ -94,8 +94,9 @@ class Measured:
         target: what was asked, e.g. ``{"speedup": 2.0}`` or ``{"latency_ms": 5.0}``.
         dense_p50_ms, compressed_p50_ms: median latency of one call.
         dense_spread, compressed_spread: p90 / p50 of each (noise; 1.0 is steady).
-        speedup: dense_p50_ms / compressed_p50_ms.
-        speedup_low, speedup_high: 95% interval of the per-round speed-up (interleaved calls).
+        speedup: median over rounds of dense / compressed latency, each pair timed back to back
+            (close to dense_p50_ms / compressed_p50_ms on a quiet machine, steadier on a busy one).
+        speedup_low, speedup_high: its 95% interval.
         predicted_speedup: what the latency tables predicted for the chosen widths.
         rounds: allocate-cut-measure rounds it took.
         met: the measured speed-up meets the target within the measurement's noise.

@@ -147,8 +147,8 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
             rows = {r.model: r for r in rep.rows}
             if rows["dense"].skipped or rows["compressed"].skipped:
                 raise ShrinkValueError(f"cannot time on {runtime} {device}: {rows['dense'].skipped}")
-            low, _, high = next(iter(rep.intervals.values()))
-            return rows["dense"], rows["compressed"], 1 / high, 1 / low  # intervals are compressed/dense
+            low, mid, high = next(iter(rep.intervals.values()))  # of compressed/dense, per interleaved round
+            return rows["dense"], rows["compressed"], 1 / high, 1 / mid, 1 / low
 
         probe = benchmark({"dense": dense}, x, runtimes=(runtime,), devices=(device,), batch_sizes=(batch_size,),
                           iters=10, progress=False).rows[0]
@@ -170,8 +170,8 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
             keep = _alloc.allocate(space, curves.layer_time, budget, fast) if budget > 0 else None
             keep = keep or floor_keep
             result = cut(keep)
-            d, c, low, high = measure(result.model)
-            s = d.p50_ms / c.p50_ms
+            # The paired estimate: median over rounds of dense/compressed, each pair timed back to back.
+            d, c, low, s, high = measure(result.model)
             goal = value if kind == "speedup" else d.p50_ms / value  # latency_ms: against this round's dense
             noise = max(0.0, (s - low) / s) if math.isfinite(low) else 0.0
             met = s >= goal * (1 - min(noise, 0.05))

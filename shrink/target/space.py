@@ -58,7 +58,7 @@ class Layer:
         shape: input shape at batch 1, channels at dim 1 (conv) or last (linear).
         attrs: conv kernel, stride, padding, dilation.
         knob_in, knob_out: indices into `Space.knobs`, or None where that width stays.
-        macs, weight, bias: full MACs at batch 1 and parameter elements.
+        macs, weight, bias: full MACs on the example inputs (as `count` counts) and parameter elements.
     """
 
     name: str
@@ -151,7 +151,7 @@ def _record(model: nn.Module, example_inputs) -> list[Layer]:
         x = inputs[0]
         shape = (1, *x.shape[1:]) if batch and x.shape[0] == batch else tuple(x.shape)
         bias = getattr(module, "bias", None)
-        common = dict(name=names[module], shape=tuple(shape), macs=_macs_of(module, inputs, output) // max(batch, 1),
+        common = dict(name=names[module], shape=tuple(shape), macs=_macs_of(module, inputs, output),
                       weight=module.weight.numel(), bias=bias.numel() if isinstance(bias, torch.Tensor) else 0)
         if isinstance(module, nn.modules.conv._ConvNd):
             padding = module.padding
