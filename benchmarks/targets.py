@@ -185,13 +185,13 @@ def main() -> None:
     rows, dig = [], []
     out_md = HERE / "results" / f"{args.name}.md"
     started = time.perf_counter()
-    for name in args.models:
-        for batch in args.batch:
-            for s in args.speedups:
-                print(line(run_one(name, batch, s, rows)), flush=True)
-                _write(out_md, rows, dig, info, load, args, time.perf_counter() - started)
     if args.digits:
         print(json.dumps(digits(dig), indent=1), flush=True)
+    for batch in args.batch:  # most useful first: every model at batch 1, speedup 2
+        for s in args.speedups:
+            for name in args.models:
+                print(line(run_one(name, batch, s, rows)), flush=True)
+                _write(out_md, rows, dig, info, load, args, time.perf_counter() - started)
     _write(out_md, rows, dig, info, load, args, time.perf_counter() - started)
 
 

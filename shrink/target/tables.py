@@ -53,13 +53,13 @@ def _machine_key(device: str, threads: int) -> str:
 
 
 def grid(units: int) -> list[int]:
-    """Unit counts measured for a knob of ``units``: all of them when few, else ~12 fractions
-    plus the multiples of 8 and 16 just below each (blocked kernels favour them; the table decides)."""
+    """Unit counts measured for a knob of ``units``: all of them when few, else 10 fractions plus
+    the multiples of 8 and 16 just below each (blocked kernels favour them; the table decides)."""
     if units <= 24:
         return list(range(1, units + 1))
     points = {units}
-    for j in range(1, 13):
-        p = max(1, math.ceil(units * j / 12))
+    for j in range(1, 11):
+        p = max(1, math.ceil(units * j / 10))
         points.update({p, max(1, p - p % 8), max(1, p - p % 16)})
     return sorted(points)
 
@@ -210,17 +210,16 @@ def fast_widths(curve: dict[int, float]) -> list[int]:
 
 def _time_op(runtime: str, device: str, op: str, shape: tuple, c_in: int, c_out: int, groups: int,
              attrs: dict, threads: int) -> float:
-    """Median milliseconds of one layer alone on the runtime (warm-up first; at least 5 calls)."""
+    """Median milliseconds of one layer alone on the runtime (one warm-up call; 3 to 30 calls, ~20 ms)."""
     if runtime == "onnxruntime":
         call = _ort_layer(device, op, shape, c_in, c_out, groups, attrs, threads)
     else:
         call = _torch_layer(device, runtime == "torch-fp16", op, shape, c_in, c_out, groups, attrs)
     sync = torch.cuda.synchronize if device == "cuda" and runtime != "onnxruntime" else (lambda: None)
-    for _ in range(2):
-        call()
+    call()
     sync()
     times, started = [], time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - started < 0.03 and len(times) < 50):
+    while len(times) < 3 or (time.perf_counter() - started < 0.02 and len(times) < 30):
         t0 = time.perf_counter()
         call()
         sync()
