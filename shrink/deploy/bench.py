@@ -16,11 +16,9 @@ does not settle it the report carries a note saying so instead of a misleading s
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,13 +31,11 @@ from .._util import inputs as _inputs
 from .._util.progress import progress_bar
 from ..errors import ShrinkTypeError, ShrinkValueError
 from .export import export_onnx, input_names
+from .timing import interleaved, rankable, ratio_interval, settle  # noqa: F401 - rankable, ratio_interval re-exported
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "torch-fp16", "onnxruntime")
-# Automatic iteration counts: about this much timing per configuration, within these bounds.
-# A batch-32 ResNet-50 (~1.5 s a call on 2 cores) gets 1 warm-up and 5 timed calls per runtime.
-AUTO_SECONDS, AUTO_MIN_ITERS, AUTO_MAX_ITERS = 6.0, 5, 100
 NOISY_SPREAD = 1.3  # p90/p50 above this: other load on the machine
 DEVICES = ("cpu", "cuda")
 
@@ -241,82 +237,6 @@ def _ort_call(onnx_path, inputs, names, device, threads):
     return lambda: session.run(None, feeds)  # returns host arrays: synchronous on every provider
 
 
-def _warm(calls: dict, device: str, warmup: int | None) -> float:
-    """Run each call ``warmup`` times (None: until ~0.5 s or 10 calls each, at least once).
-
-    Returns the milliseconds one round of all calls took, measured on the last warm-up round.
-    """
-    round_ms = 0.0
-    for name, call in calls.items():
-        n, started = 0, time.perf_counter()
-        while n < (warmup if warmup is not None else 10):
-            t0 = time.perf_counter()
-            call()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            last = (time.perf_counter() - t0) * 1e3
-            n += 1
-            if warmup is None and time.perf_counter() - started > 0.5:
-                break
-        round_ms += last if n else 0.0
-    return round_ms
-
-
-def auto_iters(round_ms: float) -> int:
-    """Timed rounds for about `AUTO_SECONDS` of timing, within the bounds."""
-    return int(min(AUTO_MAX_ITERS, max(AUTO_MIN_ITERS, AUTO_SECONDS * 1e3 / max(round_ms, 1e-3))))
-
-
-def ratio_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """95% interval and median of the per-round ratio a_i / b_i (order statistics of the median)."""
-    r = np.sort(np.asarray(a[: len(b)]) / np.asarray(b[: len(a)]))
-    n = len(r)
-    k = max(0, int(math.floor(n / 2 - 0.98 * math.sqrt(n))))
-    return float(r[k]), float(np.median(r)), float(r[n - 1 - k])
-
-
-def rankable(low: float, high: float, equal_within: float = 0.02) -> bool:
-    """The interval says which is faster, or that they are equal within ``equal_within``."""
-    return low > 1 or high < 1 or (low >= 1 - equal_within and high <= 1 + equal_within)
-
-
-def _interleaved(calls: dict, device: str, warmup: int | None, iters: int | None,
-                 times: dict | None = None) -> dict[str, list[float]]:
-    """Time every call ``iters`` times, round-robin, so each model sees the same machine conditions.
-
-    Timing each model in its own block lets drift (other load, clock changes) pass for a
-    speed-up; alternating calls pairs them under the same conditions. The order rotates each
-    round so no model always runs first. ``iters=None`` picks the count from the warm-up
-    (`auto_iters`); ``times`` continues an earlier measurement (no warm-up then).
-    """
-    names = list(calls)
-    if not names:
-        return {}
-    if times is None:
-        round_ms = _warm(calls, device, warmup)
-        times = {name: [] for name in names}
-    else:
-        round_ms = sum(float(np.median(times[n])) for n in names)
-    iters = iters if iters is not None else auto_iters(round_ms)
-    cuda = device == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    for i in range(iters):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                calls[name]()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                calls[name]()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def benchmark(
     models: Mapping[str, nn.Module | str | os.PathLike],
     example_inputs,
@@ -383,8 +303,8 @@ def benchmark(
                         rows[(name, rt, dev, b)] = BenchRow(name, rt, dev, b, threads, skipped=call)
                     else:
                         calls[name] = call
-                times = _interleaved(calls, dev, warmup, iters)
-                times = _settle(calls, dev, iters, times, intervals, notes, (rt, dev, b))
+                times = interleaved(calls, dev, warmup, iters)
+                times = settle(calls, dev, iters, times, intervals, notes, (rt, dev, b))
                 for name, t in times.items():
                     rows[(name, rt, dev, b)] = row = _row(name, rt, dev, b, threads, t)
                     if row.spread > NOISY_SPREAD:
@@ -401,34 +321,6 @@ def benchmark(
     for note in notes:
         log.warning("benchmark: %s", note)
     return BenchReport(tuple(ordered), machine_info() | settings, intervals, tuple(notes))
-
-
-def _settle(calls, device, iters, times, intervals, notes, config) -> dict[str, list[float]]:
-    """Compare each model with the first; take more rounds (automatic counts only) until ranked."""
-    names = list(times)
-    if len(names) < 2:
-        return times
-    first = names[0]
-    base = len(times[first])
-    for _ in range(3):
-        open_pairs = [n for n in names[1:] if not rankable(*_lo_hi(times[n], times[first]))]
-        if not open_pairs or iters is not None:
-            break
-        times = _interleaved(calls, device, None, base, times)
-    for n in names[1:]:
-        low, mid, high = ratio_interval(times[n], times[first])
-        intervals[(n, first, *config)] = (low, mid, high)
-        if not rankable(low, high):
-            rt, dev, b = config
-            notes.append(f"{n} vs {first} ({rt} {dev} b{b}) cannot be ranked: latency ratio {mid:.3f} "
-                         f"(95% interval {low:.3f}-{high:.3f}) after {len(times[n])} interleaved calls each. "
-                         "Do not read a speed-up from this row; take more iterations or a quieter machine.")
-    return times
-
-
-def _lo_hi(a, b) -> tuple[float, float]:
-    low, _, high = ratio_interval(a, b)
-    return low, high
 
 
 def _prepare(name, model, runtime, device, batch, example_inputs, threads, tmp, onnx_paths):

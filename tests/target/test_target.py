@@ -134,3 +134,21 @@ def test_round_to_auto_takes_the_widths_the_table_favours(monkeypatch, tmp_path)
     calls.clear()
     shrink.compress(model, x, ratio=0.4, round_to="auto")
     assert calls == []  # the second call reads the cached table
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("runtime", ["torch", "torch-fp16", "onnxruntime"])
+def test_speed_targets_run_on_cuda(runtime, monkeypatch):
+    import onnxruntime as ort
+
+    if runtime == "onnxruntime" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu")
+    monkeypatch.setattr(solve, "VERIFY_SECONDS", 0.5)
+    model, x = Residual(c=32).eval(), torch.randn(1, 3, 32, 32)
+    try:
+        result = shrink.compress(model, x, speedup=1.2, runtime=runtime, device="cuda", batch_size=8)
+    except shrink.ShrinkError as exc:  # a target a tiny model cannot reach must say so, not fail otherwise
+        assert "was not reached on " + runtime + " cuda batch 8" in str(exc)
+        return
+    assert (result.measured.runtime, result.measured.device, result.measured.batch_size) == (runtime, "cuda", 8)
