@@ -48,6 +48,9 @@ def compress_to_target(model, example_inputs, *, target: dict, ratio, runtime: s
     started = time.perf_counter()
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ShrinkValueError(f"batch_size must be a positive int; got {batch_size!r}")
+    if target and options.get("inplace"):
+        raise ShrinkValueError("inplace=True cannot be used with a target: each round cuts a fresh copy; "
+                               "use result.model")
     if target and round_to is not None:
         raise ShrinkValueError("round_to= applies to ratio mode; a target snaps widths to measured fast ones itself")
     if options.get("scope") != "local":
@@ -203,18 +206,26 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
 
 
 def _limit_error(kind, value, best, space, curves, overhead, scale, dense_ms, floor_keep, runtime, device, batch):
-    result, m, _ = best
+    result, m, keep = best
     fixed = [(curves.layer_time(i, floor_keep) * scale, layer.name) for i, layer in enumerate(space.layers)
              if layer.knob_in is None and layer.knob_out is None]
     fixed_ms = sum(t for t, _ in fixed)
-    cut_ms = scale * curves.total(floor_keep) - fixed_ms
+    layers_ms = scale * curves.total(floor_keep)
     top = ", ".join(f"{n!r} {t:.2f} ms" for t, n in sorted(fixed, reverse=True)[:3])
     asked = f"speedup={value}" if kind == "speedup" else f"latency_ms={value}"
+    if keep == floor_keep:  # measured at the narrowest widths: the rest is what does not shrink
+        floor = (f"at the narrowest widths the tables allow the cut model still takes {m.compressed_p50_ms:.2f} ms: "
+                 f"{layers_ms:.2f} ms in convolution/linear layers ({fixed_ms:.2f} ms of it in layers kept whole"
+                 f"{': ' + top if top else ''}) and {max(m.compressed_p50_ms - layers_ms, 0):.2f} ms in operations "
+                 f"that do not shrink with width (element-wise ops, norms, attention matmuls, the runtime's "
+                 f"per-call cost), so about x{m.dense_p50_ms / max(m.compressed_p50_ms, 1e-9):.1f} is the most "
+                 f"this model allows here")
+    else:
+        floor = (f"the rounds ran out before the narrowest widths ({MAX_ROUNDS} rounds); layers kept whole take "
+                 f"{fixed_ms:.2f} ms{' (' + top + ')' if top else ''} and the narrowest widths are predicted at "
+                 f"x{dense_ms / max(overhead + layers_ms, 1e-9):.1f}")
     return ShrinkError(
         f"{asked} was not reached on {runtime} {device} batch {batch}: the best measured speed-up is "
-        f"x{m.speedup:.2f} (dense {m.dense_p50_ms:.2f} ms, compressed {m.compressed_p50_ms:.2f} ms, {m.rounds} rounds). "
-        f"What limits it, of the dense {dense_ms:.2f} ms: {overhead:.2f} ms outside convolution/linear layers "
-        f"(element-wise ops, norms, attention matmuls, runtime overhead: they do not shrink with width), "
-        f"{fixed_ms:.2f} ms in layers kept whole ({top or 'none'}), and {cut_ms:.2f} ms left in the cut layers at "
-        f"their narrowest fast widths, so about x{dense_ms / max(overhead + fixed_ms + cut_ms, 1e-9):.1f} is the "
-        f"most this model allows. Ask for less, or pass a ratio and accept the speed it gives.")
+        f"x{m.speedup:.2f} (95% interval {m.speedup_low:.2f}-{m.speedup_high:.2f}; dense {m.dense_p50_ms:.2f} ms, "
+        f"compressed {m.compressed_p50_ms:.2f} ms, {m.rounds} rounds). What limits it: {floor}. Ask for less, or "
+        f"pass a ratio and accept the speed it gives.")
