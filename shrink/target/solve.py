@@ -211,21 +211,25 @@ def _limit_error(kind, value, best, space, curves, overhead, scale, dense_ms, fl
              if layer.knob_in is None and layer.knob_out is None]
     fixed_ms = sum(t for t, _ in fixed)
     layers_ms = scale * curves.total(floor_keep)
-    top = ", ".join(f"{n!r} {t:.2f} ms" for t, n in sorted(fixed, reverse=True)[:3])
+    top = ", ".join(f"{n!r} {_ms(t)}" for t, n in sorted(fixed, reverse=True)[:3])
     asked = f"speedup={value}" if kind == "speedup" else f"latency_ms={value}"
     if keep == floor_keep:  # measured at the narrowest widths: the rest is what does not shrink
-        floor = (f"at the narrowest widths the tables allow the cut model still takes {m.compressed_p50_ms:.2f} ms: "
-                 f"{layers_ms:.2f} ms in convolution/linear layers ({fixed_ms:.2f} ms of it in layers kept whole"
-                 f"{': ' + top if top else ''}) and {max(m.compressed_p50_ms - layers_ms, 0):.2f} ms in operations "
+        floor = (f"at the narrowest widths the tables allow the cut model still takes {_ms(m.compressed_p50_ms)}: "
+                 f"{_ms(layers_ms)} in convolution/linear layers ({_ms(fixed_ms)} of it in layers kept whole"
+                 f"{': ' + top if top else ''}) and {_ms(max(m.compressed_p50_ms - layers_ms, 0))} in operations "
                  f"that do not shrink with width (element-wise ops, norms, attention matmuls, the runtime's "
                  f"per-call cost), so about x{m.dense_p50_ms / max(m.compressed_p50_ms, 1e-9):.1f} is the most "
                  f"this model allows here")
     else:
         floor = (f"the rounds ran out before the narrowest widths ({MAX_ROUNDS} rounds); layers kept whole take "
-                 f"{fixed_ms:.2f} ms{' (' + top + ')' if top else ''} and the narrowest widths are predicted at "
+                 f"{_ms(fixed_ms)}{' (' + top + ')' if top else ''} and the narrowest widths are predicted at "
                  f"x{dense_ms / max(overhead + layers_ms, 1e-9):.1f}")
     return ShrinkError(
         f"{asked} was not reached on {runtime} {device} batch {batch}: the best measured speed-up is "
-        f"x{m.speedup:.2f} (95% interval {m.speedup_low:.2f}-{m.speedup_high:.2f}; dense {m.dense_p50_ms:.2f} ms, "
-        f"compressed {m.compressed_p50_ms:.2f} ms, {m.rounds} rounds). What limits it: {floor}. Ask for less, or "
+        f"x{m.speedup:.2f} (95% interval {m.speedup_low:.2f}-{m.speedup_high:.2f}; dense {_ms(m.dense_p50_ms)}, "
+        f"compressed {_ms(m.compressed_p50_ms)}, {m.rounds} rounds). What limits it: {floor}. Ask for less, or "
         f"pass a ratio and accept the speed it gives.")
+
+
+def _ms(t: float) -> str:
+    return f"{t:.3g} ms"
