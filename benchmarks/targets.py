@@ -65,7 +65,7 @@ SUITE = {
 
 
 def importance_share(space, keep) -> float:
-    return sum(k.value(n) for k, n in zip(space.knobs, keep)) / sum(k.units for k in space.knobs)
+    return sum(k.value(n) for k, n in zip(space.knobs, keep)) / sum(k.value(k.units) for k in space.knobs)
 
 
 def keep_of(space, ratios: dict) -> list[int]:
@@ -203,7 +203,10 @@ def _write(path, rows, dig, info, load, args, seconds):
              "interval of the per-round ratio from interleaved calls.", "",
              f"Images 224x224, BERT-small (4 layers, 512 wide, 8 heads) at sequence 128. compress time includes "
              f"measuring the latency tables into an empty cache. Importance = share of the (per-group mean-normalised) "
-             f"L1 scores kept: target's allocation vs a uniform ratio interpolated to the same measured latency. "
+             f"L1 scores kept (a head weighs as its head_dim channels): target's allocation vs a uniform ratio "
+             f"interpolated to the same measured latency. The suite's models carry random initial weights (no "
+             f"trained checkpoints can be downloaded here), so their L1 scores are nearly flat and this share "
+             f"mostly counts kept channels. "
              f"Run took {seconds:.0f} s.", "",
              "| model | batch | target | measured speed-up (95%) | predicted | p50 ms dense → cut | MACs (eff = "
              "speed-up ÷ MAC ratio) | params | L1 importance kept: target vs uniform | compress s |",

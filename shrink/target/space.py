@@ -29,6 +29,7 @@ class Knob:
         units: units it has (channels, or heads); ``scores`` holds one L1 score per unit.
         kind: "channels" or "heads".
         members: layer names a per-layer ratio dict may use for it (round_to="auto").
+        channels_per_unit: channels one unit stands for (a head: head_dim per query head it has).
     """
 
     name: str
@@ -127,7 +128,8 @@ def build(traced: graph.Traced, example_inputs, *, p: int = 1) -> Space:
         if block.units <= 1:
             continue
         names = frozenset({block.name} | {traced.names[m] for m in (block.q, block.k, block.v)})
-        knobs.append(Knob(block.name, block.units, attention.unit_scores(block, p), "heads", names))
+        knobs.append(Knob(block.name, block.units, attention.unit_scores(block, p), "heads", names,
+                          block.head_dim * block.heads_per_unit))
         for module, dim, _ in attention.cuts(block, [0]):
             (knob_out if dim == "out" else knob_in).setdefault(module, len(knobs) - 1)
     layers = _record(model, example_inputs)
