@@ -38,12 +38,14 @@ class Knob:
     kind: str = "channels"
 
     members: frozenset = frozenset()
+    channels_per_unit: int = 1
 
     def value(self, keep: int) -> float:
-        """Importance kept with ``keep`` units: sum of the top scores, scores scaled to mean 1
-        (L1 norms of layers with different fan-in are not comparable otherwise)."""
+        """Importance kept with ``keep`` units: sum of the top scores, scores scaled to mean
+        ``channels_per_unit`` (L1 norms of layers with different fan-in are not comparable
+        otherwise; a head weighs as the channels it carries, not as one channel)."""
         if not hasattr(self, "_cumulative"):
-            s = self.scores.double() / self.scores.double().mean().clamp_min(1e-12)
+            s = self.channels_per_unit * self.scores.double() / self.scores.double().mean().clamp_min(1e-12)
             self._cumulative = [0.0, *torch.cumsum(torch.sort(s, descending=True).values, 0).tolist()]
         return self._cumulative[keep]
 

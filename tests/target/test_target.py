@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import shrink
+import shrink.zoo
 from models import ConvBN, Residual
 from shrink.target import allocate as alloc
 from shrink.target import solve, tables
@@ -153,3 +154,15 @@ def test_speed_targets_run_on_cuda(runtime, monkeypatch):
         assert "was not reached on " + runtime + " cuda batch 8" in str(exc)
         return
     assert (result.measured.runtime, result.measured.device, result.measured.batch_size) == (runtime, "cuda", 8)
+
+
+def test_a_head_weighs_as_the_channels_it_carries():
+    model = shrink.zoo.ViT(image=32, patch=8, dim=64, depth=1, heads=4, num_classes=10).eval()
+    from shrink.cut import graph
+    from shrink.target.space import build
+
+    x = torch.randn(1, 3, 32, 32)
+    space = build(graph.trace(model, x), x)
+    heads = [k for k in space.knobs if k.kind == "heads"]
+    assert len(heads) == 1 and heads[0].channels_per_unit == 16
+    assert heads[0].value(4) == pytest.approx(64.0)  # 4 heads x 16 channels, scores scaled to mean 16
