@@ -29,7 +29,7 @@ from .deploy.export import ExportReport, OutputParity, export_onnx
 
 # measure
 from .deploy.bench import BenchReport, BenchRow, benchmark
-from .cut.measure import Size, count
+from .cut.measure import Measured, Size, count
 
 # errors
 from .errors import (
@@ -81,6 +81,7 @@ __all__ = [
     "BenchRow",
     "count",
     "Size",
+    "Measured",
     # errors
     "ShrinkError",
     "ShrinkValueError",

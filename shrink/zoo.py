@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["resnet18", "resnet50", "mobilenet_v2", "vgg11", "vit_small", "transformer", "DigitsNet"]
+__all__ = ["resnet18", "resnet50", "mobilenet_v2", "convnext_tiny", "vgg11", "vit_small", "transformer", "DigitsNet"]
 
 
 def _bn_conv(c_in, c_out, k, stride=1, groups=1):
@@ -191,3 +191,46 @@ class DigitsNet(nn.Module):
     def forward(self, x):
         x = self.block2(self.block1(F.relu(self.stem(x))))
         return self.fc(x.mean((2, 3)))
+
+
+class ConvNeXtBlock(nn.Module):
+    """7x7 depthwise conv, LayerNorm over channels, 4x pointwise MLP, layer scale (Liu et al. 2022)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1, self.pwconv2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+
+    def forward(self, x):
+        y = self.norm(self.dwconv(x).permute(0, 2, 3, 1))
+        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class _LayerNorm2d(nn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    """ConvNeXt (Liu et al. 2022): patchify stem, four stages of ConvNeXtBlocks, LN + conv downsampling."""
+
+    def __init__(self, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), num_classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dims[0], 4, 4), _LayerNorm2d(dims[0]))
+        stages = []
+        for i, (depth, dim) in enumerate(zip(depths, dims)):
+            down = [] if i == 0 else [_LayerNorm2d(dims[i - 1]), nn.Conv2d(dims[i - 1], dim, 2, 2)]
+            stages.append(nn.Sequential(*down, *[ConvNeXtBlock(dim) for _ in range(depth)]))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], num_classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.stages(self.stem(x)).mean((2, 3))))
+
+
+def convnext_tiny(num_classes: int = 1000) -> ConvNeXt:
+    return ConvNeXt(num_classes=num_classes)

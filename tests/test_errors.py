@@ -27,7 +27,7 @@ def test_errors_are_value_errors_too():
     ({"scope": "everywhere"}, "scope must be one of"),
     ({"norm": 3}, "norm must be 1"),
     ({"reinit": "zeros"}, "reinit must be one of"),
-    ({"round_to": 0}, "round_to must be None or a positive int"),
+    ({"round_to": 0}, "round_to must be None, .auto. or a positive int"),
     ({"ratio": {"net.0": 0.5}, "scope": "global"}, "scope='local'"),
     ({"ratio": {"nope": 0.5}}, r"ratio names layers the model does not have: \['nope'\]"),
 ])

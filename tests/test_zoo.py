@@ -12,6 +12,7 @@ CASES = {
     "resnet18": (lambda: zoo.resnet18(num_classes=10), (1, 3, 64, 64)),
     "resnet50": (lambda: zoo.resnet50(num_classes=10), (1, 3, 64, 64)),
     "mobilenet_v2": (lambda: zoo.mobilenet_v2(num_classes=10), (1, 3, 64, 64)),
+    "convnext": (lambda: zoo.ConvNeXt(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), num_classes=10), (1, 3, 64, 64)),
     "vgg11": (lambda: zoo.vgg11(num_classes=10), (1, 3, 64, 64)),
     "vit": (lambda: zoo.ViT(image=32, patch=8, dim=64, depth=2, heads=4, num_classes=10), (1, 3, 32, 32)),
     "digits": (lambda: zoo.DigitsNet(width=8), (1, 1, 8, 8)),

@@ -37,13 +37,21 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="compress a checkpoint into an output folder")
     _model_args(p, hf=True)
-    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--ratio", type=float, help="fraction of each group's channels removed (default 0.5)")
+    p.add_argument("--speedup", type=float, help="target: this many times faster, measured on --runtime/--device/--batch")
+    p.add_argument("--latency-ms", type=float, help="target: at most this many ms per call, measured")
+    p.add_argument("--macs", type=float, help="budget: at most this fraction of the original MACs")
+    p.add_argument("--params", type=float, help="budget: at most this fraction of the original parameters")
+    p.add_argument("--runtime", choices=["onnxruntime", "torch", "torch-fp16"], default="onnxruntime",
+                   help="where speed targets and --round-to auto are measured")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--batch", type=int, default=1, help="batch size speed targets are measured at")
     p.add_argument("--scope", choices=["local", "global"], default="local")
     p.add_argument("--norm", type=int, choices=[1, 2], default=1)
     p.add_argument("--reinit", choices=["trained", "initial", "random"], default="trained")
     p.add_argument("--initial", help="state_dict from before training (for --reinit initial)")
     p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
-    p.add_argument("--round-to", type=int)
+    p.add_argument("--round-to", type=_round_to, help="keep widths multiples of N, or 'auto' (measured fast widths)")
     p.add_argument("--strict", action="store_true",
                    help="fail instead of keeping whole a group whose cut breaks the model")
     p.add_argument("--trace-timeout", type=float, default=180.0, metavar="SECONDS",
@@ -73,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", choices=["cpu", "cuda"])
     p.add_argument("--batch", action="append", type=int)
     p.add_argument("--threads", type=int)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--warmup", type=int, help="untimed calls (default: ~0.5 s worth)")
+    p.add_argument("--iters", type=int, help="timed calls (default: ~6 s worth, more when too noisy to rank)")
     p.add_argument("--markdown", help="also write the table to this file")
     p.add_argument("--force", action="store_true", help="replace an existing --markdown file")
 
@@ -83,6 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a reduced setting (for tests)")
     p.add_argument("--force", action="store_true", help="replace an existing --out that is not a demo folder")
     return parser
+
+
+def _round_to(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--round-to takes a positive int or 'auto'; got {text!r}") from None
 
 
 def _model(args):
@@ -154,7 +171,7 @@ def cmd_analyze(args) -> int:
 def cmd_compress(args) -> int:
     from .._util.atomic import check_destination
     from . import loading
-    from .job import compress_to_folder
+    from .job import Target, compress_to_folder
 
     # Usage and output paths first: nothing is loaded or computed for a run that cannot finish.
     if args.epochs and not args.data:
@@ -175,9 +192,10 @@ def cmd_compress(args) -> int:
     if args.data:
         train_loader, val_loader = _loaders(args.data)
     doc = compress_to_folder(
-        model, _inputs_for(args, model=model), args.out, ratio=args.ratio, scope=args.scope, norm=args.norm,
-        reinit=args.reinit, initial_state=initial, ignore=args.ignore, round_to=args.round_to, strict=args.strict,
-        trace_timeout=args.trace_timeout, onnx=args.onnx, bench=args.bench,
+        model, _inputs_for(args, model=model), args.out, ratio=args.ratio, scope=args.scope,
+        target=Target(args.speedup, args.latency_ms, args.macs, args.params, args.runtime, args.device, args.batch),
+        norm=args.norm, reinit=args.reinit, initial_state=initial, ignore=args.ignore, round_to=args.round_to,
+        strict=args.strict, trace_timeout=args.trace_timeout, onnx=args.onnx, bench=args.bench,
         train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
         distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
         hf_source=args.hf,
@@ -224,7 +242,16 @@ def _print_summary(doc: dict) -> None:
                       f"eff {row['efficiency']:.2f}")
     if doc.get("export"):
         table.add_row("ONNX parity (max rel diff)", "", f"{doc['export']['max_rel_diff']:.1e}", "")
-    Console().print(table)
+    m = doc.get("measured")
+    if m:
+        (kind, value), = m["target"].items()
+        table.add_row(f"target {kind}={value} ({m['runtime']} {m['device']} b{m['batch_size']})",
+                      f"predicted ×{m['predicted_speedup']:.2f}", f"measured ×{m['speedup']:.2f}",
+                      f"{m['speedup_low']:.2f}-{m['speedup_high']:.2f}")
+    console = Console()
+    console.print(table)
+    for warning in doc.get("warnings", []):
+        console.print(f"[bold red]WARNING[/]: {warning}")
 
 
 def cmd_export(args) -> int:

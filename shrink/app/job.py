@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
@@ -24,12 +25,37 @@ from ..recover.train import evaluate, fit, recalibrate_bn
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A speed target or budget for `compress_to_folder` (the CLI builds one from its flags).
+
+    Attributes:
+        speedup, latency_ms: measured on ``runtime``/``device`` at ``batch_size``.
+        macs, params: at most this fraction of the original, as `shrink.count` counts.
+    """
+
+    speedup: float | None = None
+    latency_ms: float | None = None
+    macs: float | None = None
+    params: float | None = None
+    runtime: str = "onnxruntime"
+    device: str = "cpu"
+    batch_size: int = 1
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.speedup, self.latency_ms, self.macs, self.params))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def compress_to_folder(
     model: nn.Module,
     example_inputs,
     out: str | os.PathLike,
     *,
-    ratio=0.5,
+    ratio=None,
+    target: Target | None = None,
     scope: str = "local",
     norm: int = 1,
     reinit: str = "trained",
@@ -41,7 +67,7 @@ def compress_to_folder(
     onnx: bool = True,
     bench: bool = False,
     bench_batch_sizes=(1, 32),
-    bench_iters: int = 50,
+    bench_iters: int | None = None,
     train_loader=None,
     val_loader=None,
     finetune_epochs: int = 0,
@@ -65,6 +91,11 @@ def compress_to_folder(
     With ``steps > 1`` the cut is made in that many rounds (`compress_iteratively`), fine-tuning
     ``finetune_epochs`` after each round when data is given; the schedule goes in the report.
 
+    With a ``target`` (speed-up, latency, MACs or parameter budget) `compress` chooses the widths
+    and, for speed, measures them; the report shows the target, the prediction and the measurement.
+    Without one, ``ratio`` (default 0.5) applies, and with ``bench`` a compressed model measured
+    slower than the original is flagged as a warning in the report and the log.
+
     Returns:
         The report's numbers (as in ``report.json``).
     """
@@ -77,7 +108,11 @@ def compress_to_folder(
         accuracy["before"] = evaluate(model, val_loader)
     teacher = copy.deepcopy(model).eval() if distill and train_loader is not None else None
     schedule = []
+    target = target or Target()
+    if target.given() and steps > 1:
+        raise ShrinkValueError("a speed target or budget is reached in one cut; drop --steps or pass --ratio")
     if steps > 1:
+        ratio = 0.5 if ratio is None else ratio
         if reinit != "trained" or scope != "local":
             raise ShrinkValueError("iterative pruning (steps > 1) supports reinit='trained' and scope='local'")
 
@@ -93,9 +128,10 @@ def compress_to_folder(
         if val_loader is not None:
             accuracy[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
     else:
+        goal = {k: v for k, v in target.to_dict().items() if v is not None} if target.given() else {}
         result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
                           initial_state=initial_state, ignore=ignore, round_to=round_to, strict=strict,
-                          trace_timeout=trace_timeout)
+                          trace_timeout=trace_timeout, **goal)
         if val_loader is not None:
             accuracy["after cut"] = evaluate(result.model, val_loader)
         if train_loader is not None and recalibrate_bn(result.model, train_loader) and val_loader is not None:
@@ -119,11 +155,14 @@ def compress_to_folder(
         bench_report = None
         if bench:
             bench_report = benchmark({"before": model, "after": result.model}, example_inputs,
-                                     batch_sizes=bench_batch_sizes, iters=bench_iters, warmup=5, progress=progress)
+                                     batch_sizes=bench_batch_sizes, iters=bench_iters, progress=progress)
             (tmp / "latency.md").write_text(bench_report.to_markdown())
         settings = {**result.plan.settings, "model": model_spec, "finetune_epochs": finetune_epochs,
-                    "distill": distill if finetune_epochs else None}
+                    "distill": distill if finetune_epochs else None,
+                    "target": target.to_dict() if target.given() else None}
         doc = report.write(tmp, result, settings=settings, export=export, bench=bench_report,
                            accuracy=accuracy, history=history, files=files, schedule=schedule)
+    for warning in doc.get("warnings", []):
+        log.warning("%s", warning)
     doc["out"] = str(out)
     return doc

@@ -34,6 +34,15 @@ def summary(result, *, files: dict | None = None, accuracy: dict | None = None, 
             {"runtime": rt, "device": dev, "batch": b, "speedup": s, "efficiency": s / result.macs_ratio}
             for (rt, dev, b), s in sorted(bench.speedup("before", "after").items())
         ]
+        # A pruned model slower than its original is the failure users hit most: never let it pass quietly.
+        doc["warnings"] = [
+            f"the compressed model is SLOWER than the original on {row['runtime']} {row['device']} batch "
+            f"{row['batch']} (x{row['speedup']:.2f}); try round_to='auto' or a speed target (speedup=...)"
+            for row in doc["latency"] if row["speedup"] < 1
+        ] + [f"benchmark: {n}" for n in bench.notes]
+    measured = getattr(result, "measured", None)
+    if measured is not None:
+        doc["measured"] = measured.to_dict()
     return doc
 
 
@@ -62,8 +71,24 @@ def _versions() -> dict:
 
 def _markdown(doc: dict, result, export, bench) -> str:
     p, m = doc["params"], doc["macs"]
-    lines = ["# shrink report", "",
-             "| | before | after | ratio |", "|---|---|---|---|",
+    lines = ["# shrink report", ""]
+    lines += [f"> **WARNING:** {w}" for w in doc.get("warnings", [])] + ([""] if doc.get("warnings") else [])
+    if doc.get("measured"):
+        t = doc["measured"]
+        (kind, value), = t["target"].items()
+        lines += ["## Target", "", f"Measured on {t['runtime']} {t['device']} batch {t['batch_size']}, "
+                  f"dense and compressed timed in turn, {t['rounds']} round(s).", "",
+                  "| target | predicted speed-up | measured speed-up (95% interval) | p50 dense → compressed | "
+                  "spread p90/p50 | met |", "|---|---|---|---|---|---|",
+                  f"| {kind}={value} | x{t['predicted_speedup']:.2f} | x{t['speedup']:.2f} ({t['speedup_low']:.2f}-"
+                  f"{t['speedup_high']:.2f}) | {t['dense_p50_ms']:.3f} → {t['compressed_p50_ms']:.3f} ms | "
+                  f"{t['dense_spread']:.2f} / {t['compressed_spread']:.2f} | {'yes' if t['met'] else 'no'} |", ""]
+    elif doc.get("settings", {}).get("target"):
+        goal = {k: v for k, v in doc["settings"]["target"].items() if k in ("macs", "params") and v is not None}
+        for kind, value in goal.items():
+            got = doc[kind]["after"] / doc[kind]["before"]
+            lines += ["## Target", "", f"| target | counted |", "|---|---|", f"| {kind} <= {value} | {got:.4f} |", ""]
+    lines += ["| | before | after | ratio |", "|---|---|---|---|",
              f"| parameters | {_fmt(p['before'])} | {_fmt(p['after'])} | ÷{p['ratio']:.2f} |",
              f"| MACs (one forward on the example inputs) | {_fmt(m['before'])} | {_fmt(m['after'])} | ÷{m['ratio']:.2f} |"]
     for name, size in doc["files_bytes"].items():

@@ -17,7 +17,7 @@ from .._util import inputs as _inputs
 from . import graph, heal, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
-from .measure import Size, count
+from .measure import Measured, Size, count
 from .plan import Plan
 from .uniform import equalise
 from ..layers import hf_config
@@ -41,6 +41,7 @@ class Result:
         kept_whole: groups (by root layer or attention block) left uncut, with the reason: a model
             output, ignored, a black box to the tracer, or cutting it broke the model or changed
             what it computes (found and undone by compress itself).
+        measured: latency of dense and compressed on the target's runtime (speed targets only).
     """
 
     model: nn.Module
@@ -48,6 +49,7 @@ class Result:
     before: Size
     after: Size
     kept_whole: dict[str, str] = field(default_factory=dict)
+    measured: Measured | None = None
 
     @property
     def params_ratio(self) -> float:
@@ -67,6 +69,7 @@ class Result:
             "macs_ratio": self.macs_ratio,
             "kept_whole": dict(self.kept_whole),
             "plan": self.plan.to_dict(),
+            "measured": self.measured.to_dict() if self.measured is not None else None,
         }
 
 
@@ -87,8 +90,27 @@ def check_options(ratio, scope, norm, reinit, round_to) -> None:
         raise ShrinkValueError(f"norm must be 1 (L1) or 2 (L2); got {norm!r}")
     if reinit not in REINITS:
         raise ShrinkValueError(f"reinit must be one of {REINITS}; got {reinit!r}")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-        raise ShrinkValueError(f"round_to must be None or a positive int such as 8; got {round_to!r}")
+    if round_to is not None and round_to != "auto" and (
+            isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ShrinkValueError(f"round_to must be None, 'auto' or a positive int such as 8; got {round_to!r}")
+
+
+def check_target(ratio, targets: Mapping[str, float | None]) -> dict[str, float]:
+    """The one speed target or budget given (or none); it replaces ``ratio``."""
+    given = {k: v for k, v in targets.items() if v is not None}
+    if len(given) > 1 or (given and ratio is not None):
+        named = sorted(given) + (["ratio"] if ratio is not None else [])
+        raise ShrinkValueError(f"give one of ratio=, speedup=, latency_ms=, macs=, params=; got {named}. "
+                               "A target chooses the ratios itself.")
+    for k, v in given.items():
+        bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+        if bad or (k in ("macs", "params") and not v <= 1) or (k == "speedup" and not v >= 1):
+            expected = {"macs": "0 < macs <= 1 (a fraction of the original MACs)",
+                        "params": "0 < params <= 1 (a fraction of the original parameters)",
+                        "speedup": "speedup >= 1 (2.0 means twice as fast)",
+                        "latency_ms": "latency_ms > 0 (milliseconds per call)"}[k]
+            raise ShrinkValueError(f"{k} must be a number with {expected}; got {v!r}")
+    return given
 
 
 def check_initial_state(model: nn.Module, initial_state) -> None:
@@ -128,13 +150,20 @@ def compress(
     model: nn.Module,
     example_inputs,
     *,
-    ratio: float | Mapping[str, float] = 0.5,
+    ratio: float | Mapping[str, float] | None = None,
+    speedup: float | None = None,
+    latency_ms: float | None = None,
+    runtime: str = "onnxruntime",
+    device: str = "cpu",
+    batch_size: int = 1,
+    macs: float | None = None,
+    params: float | None = None,
     scope: str = "local",
     norm: int = 1,
     reinit: str = "trained",
     initial_state: Mapping[str, torch.Tensor] | None = None,
     ignore: Iterable = (),
-    round_to: int | None = None,
+    round_to: int | str | None = None,
     strict: bool = False,
     inplace: bool = False,
     seed: int = 0,
@@ -146,14 +175,22 @@ def compress(
     Args:
         model: the trained model.
         example_inputs: a tensor, tuple of tensors, or dict of keyword tensors the model runs on.
-        ratio: fraction of each group's channels removed (0 <= ratio < 1), or {layer name: ratio}.
+        ratio: fraction of each group's channels removed (0 <= ratio < 1), or {layer name: ratio};
+            0.5 when no target is given.
+        speedup, latency_ms: a speed target measured on ``runtime`` ("onnxruntime", "torch",
+            "torch-fp16"), ``device`` ("cpu", "cuda") at ``batch_size``: widths are chosen from
+            measured latency tables, and the cut model is timed against the dense one until the
+            target is met (see `Result.measured`), else a `ShrinkError` says how far it got.
+        macs, params: a budget instead: at most this fraction of the original MACs / parameters,
+            as `shrink.count` counts them.
         scope: "local" (each group loses ``ratio``) or "global" (one threshold across groups).
         norm: 1 for the L1 norm of each unit's weights, 2 for L2 (see `shrink.importance`).
         reinit: "trained" keeps trained values; "initial" takes them from ``initial_state``;
             "random" re-initialises every layer, seeded by ``seed``.
         initial_state: the state_dict from before training (needed for reinit="initial").
         ignore: modules or qualified names kept whole.
-        round_to: keep widths multiples of this (attention is always cut by whole heads).
+        round_to: keep widths multiples of this (attention is always cut by whole heads), or
+            "auto": round each group up to a width measured fast on ``runtime``/``device``.
         strict: by default a group whose cut breaks the model, or makes it compute something else
             than the original with the cut units masked, is kept whole and reported in
             ``kept_whole``; ``strict=True`` raises instead, naming the layers to ignore.
@@ -178,7 +215,17 @@ def compress(
         >>> result.model[0].out_features
         8
     """
-    check_options(ratio, scope, norm, reinit, round_to)
+    target = check_target(ratio, {"speedup": speedup, "latency_ms": latency_ms, "macs": macs, "params": params})
+    ratio = 0.5 if ratio is None and not target else ratio
+    check_options(ratio if ratio is not None else 0.5, scope, norm, reinit, round_to)
+    if target or round_to == "auto":
+        # target/ sits above cut/ (it measures on deploy/'s runtimes): imported only when asked for.
+        from ..target.solve import compress_to_target
+
+        return compress_to_target(model, example_inputs, target=target, ratio=ratio, runtime=runtime, device=device,
+                                  batch_size=batch_size, scope=scope, norm=norm, reinit=reinit,
+                                  initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
+                                  seed=seed)
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if reinit == "initial":

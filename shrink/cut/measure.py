@@ -85,3 +85,39 @@ def count(model: nn.Module, example_inputs, *, return_outputs: bool = False):
             h.remove()
     size = Size(params=count_params(model), macs=int(total))
     return (size, outputs) if return_outputs else size
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Latency of the dense and compressed models, timed in turn on the target's runtime.
+
+    Attributes:
+        runtime, device, batch_size: where it was measured.
+        target: what was asked, e.g. ``{"speedup": 2.0}`` or ``{"latency_ms": 5.0}``.
+        dense_p50_ms, compressed_p50_ms: median latency of one call.
+        dense_spread, compressed_spread: p90 / p50 of each (noise; 1.0 is steady).
+        speedup: median over rounds of dense / compressed latency, each pair timed back to back
+            (close to dense_p50_ms / compressed_p50_ms on a quiet machine, steadier on a busy one).
+        speedup_low, speedup_high: its 95% interval.
+        predicted_speedup: what the latency tables predicted for the chosen widths.
+        rounds: allocate-cut-measure rounds it took.
+        met: the measured speed-up meets the target within the measurement's noise.
+    """
+
+    runtime: str
+    device: str
+    batch_size: int
+    target: dict
+    dense_p50_ms: float
+    compressed_p50_ms: float
+    dense_spread: float
+    compressed_spread: float
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    predicted_speedup: float
+    rounds: int
+    met: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)

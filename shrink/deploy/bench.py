@@ -5,14 +5,20 @@ Timing is honest by construction: warm-up iterations first, then one measurement
 timed call by call in turn so that before and after share the machine's conditions, percentiles
 over those, the thread count set and written beside each row, and rows that cannot run reported
 as skipped with the reason instead of silently missing.
+
+Noise is reported, not hidden: each row carries its spread (p90/p50), and each model is compared
+with the first one through the per-round ratio of their interleaved calls, whose median has a 95%
+interval (order statistics). When that interval neither excludes 1 nor is narrow, the two models
+cannot be ranked: with automatic iteration counts more rounds are taken (up to 4x), and if that
+does not settle it the report carries a note saying so instead of a misleading speed-up.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +32,12 @@ from .._util import checks
 from .._util.progress import progress_bar
 from ..errors import ShrinkTypeError, ShrinkValueError
 from .export import export_onnx, input_names
+from .timing import interleaved, rankable, ratio_interval, settle  # noqa: F401 - rankable, ratio_interval re-exported
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "torch-fp16", "onnxruntime")
+NOISY_SPREAD = 1.3  # p90/p50 above this: other load on the machine
 DEVICES = ("cpu", "cuda")
 
 
@@ -41,6 +51,7 @@ class BenchRow:
         items_per_s: batch / mean latency.
         iters: timed iterations (after warm-up).
         skipped: why the row could not run; empty when it ran.
+        spread: p90 / p50 (1.0 is perfectly steady; above ~1.3 the machine was busy).
     """
 
     model: str
@@ -55,6 +66,7 @@ class BenchRow:
     items_per_s: float = float("nan")
     iters: int = 0
     skipped: str = ""
+    spread: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,10 +107,15 @@ class BenchReport:
     Attributes:
         rows: one `BenchRow` per model x runtime x device x batch size.
         machine: CPU model, core count, versions, GPU if any.
+        intervals: (model, first model, runtime, device, batch) -> (low, median, high): 95%
+            interval of the per-round latency ratio model/first, from the interleaved calls.
+        notes: warnings about the measurement (too noisy to rank two models, a busy machine).
     """
 
     rows: tuple[BenchRow, ...]
     machine: dict = field(default_factory=dict)
+    intervals: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def speedup(self, a: str, b: str) -> dict[tuple[str, str, int], float]:
         """p50 of model ``a`` divided by p50 of model ``b``, per (runtime, device, batch) both ran."""
@@ -110,18 +127,23 @@ class BenchReport:
         }
 
     def to_dict(self) -> dict:
-        return {"machine": self.machine, "rows": [r.to_dict() for r in self.rows]}
+        return {"machine": self.machine, "rows": [r.to_dict() for r in self.rows],
+                "intervals": [{"model": k[0], "versus": k[1], "runtime": k[2], "device": k[3], "batch": k[4],
+                               "ratio_low": v[0], "ratio_p50": v[1], "ratio_high": v[2]}
+                              for k, v in self.intervals.items()],
+                "notes": list(self.notes)}
 
     def to_markdown(self) -> str:
         head = " · ".join(f"{k}: {v}" for k, v in self.machine.items() if k != "onnxruntime_providers")
-        lines = [head, "", "| model | runtime | device | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | items/s |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [head, "", "| model | runtime | device | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | items/s "
+                 "| spread p90/p50 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             if r.skipped:
-                lines.append(f"| {r.model} | {r.runtime} | {r.device} | {r.batch} | {r.threads} | skipped: {r.skipped} |||||")
+                lines.append(f"| {r.model} | {r.runtime} | {r.device} | {r.batch} | {r.threads} | skipped: {r.skipped} ||||||")
             else:
                 lines.append(f"| {r.model} | {r.runtime} | {r.device} | {r.batch} | {r.threads} | {r.p50_ms:.3f} | "
-                             f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.mean_ms:.3f} | {r.items_per_s:.1f} |")
+                             f"{r.p90_ms:.3f} | {r.p99_ms:.3f} | {r.mean_ms:.3f} | {r.items_per_s:.1f} | {r.spread:.2f} |")
+        lines += [""] + [f"**Note:** {n}" for n in self.notes] if self.notes else []
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | os.PathLike) -> Path:
@@ -156,8 +178,9 @@ class BenchReport:
 def _row(model, runtime, device, batch, threads, times) -> BenchRow:
     t = np.asarray(times)
     mean = float(t.mean())
-    return BenchRow(model, runtime, device, batch, threads, float(np.percentile(t, 50)), float(np.percentile(t, 90)),
-                    float(np.percentile(t, 99)), mean, batch / (mean / 1e3), len(times))
+    p50, p90 = float(np.percentile(t, 50)), float(np.percentile(t, 90))
+    return BenchRow(model, runtime, device, batch, threads, p50, p90, float(np.percentile(t, 99)), mean,
+                    batch / (mean / 1e3), len(times), spread=p90 / p50 if p50 > 0 else float("nan"))
 
 
 def _to(inputs, device, dtype=None):
@@ -215,39 +238,6 @@ def _ort_call(onnx_path, inputs, names, device, threads):
     return lambda: session.run(None, feeds)  # returns host arrays: synchronous on every provider
 
 
-def _interleaved(calls: dict, device: str, warmup: int, iters: int) -> dict[str, list[float]]:
-    """Time every call ``iters`` times, round-robin, so each model sees the same machine conditions.
-
-    Timing each model in its own block lets drift (other load, clock changes) pass for a
-    speed-up; alternating calls pairs them under the same conditions. The order rotates each
-    round so no model always runs first.
-    """
-    names = list(calls)
-    if not names:
-        return {}
-    for name in names:
-        for _ in range(warmup):
-            calls[name]()
-    times = {name: [] for name in names}
-    cuda = device == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    for i in range(iters):
-        for name in names[i % len(names):] + names[:i % len(names)]:
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                calls[name]()
-                end.record()
-                end.synchronize()
-                times[name].append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                calls[name]()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def benchmark(
     models: Mapping[str, nn.Module | str | os.PathLike],
     example_inputs,
@@ -256,8 +246,8 @@ def benchmark(
     devices: Sequence[str] = ("cpu", "cuda"),
     batch_sizes: Sequence[int] = (1, 32),
     threads: int | None = None,
-    warmup: int = 10,
-    iters: int = 100,
+    warmup: int | None = None,
+    iters: int | None = None,
     progress: bool = True,
 ) -> BenchReport:
     """Time each model in each runtime, device and batch size.
@@ -269,8 +259,11 @@ def benchmark(
         devices: "cpu" and/or "cuda"; a device that is not there gives skipped rows.
         batch_sizes: batch sizes to time.
         threads: CPU threads for PyTorch and ONNX Runtime; None keeps PyTorch's current count.
-        warmup, iters: untimed and timed iterations per row.
-        progress: show a progress bar.
+        warmup, iters: untimed and timed iterations per row. None (default) picks them from the
+            model's speed: warm-up for ~0.5 s (1 to 10 calls), then ~6 s of timing (5 to 100 calls),
+            and up to 4x more rounds when two models cannot yet be ranked. Explicit counts are
+            kept exactly; a note then says when they were too few to rank the models.
+        progress: show progress (a bar on a terminal, plain lines otherwise).
 
     Returns:
         A `BenchReport`; ``report.speedup("dense", "shrunk")`` gives p50 ratios.
@@ -290,7 +283,8 @@ def benchmark(
     if any(isinstance(b, bool) or not isinstance(b, int) for b in batch_sizes):
         raise ShrinkTypeError(f"batch_sizes must be ints; got {tuple(batch_sizes)!r}")
     for name, value in (("warmup", warmup), ("iters", iters)):
-        checks.number(value, name=name, low=0, integer=True)
+        if value is not None:  # None: chosen from a short calibration (see above)
+            checks.number(value, name=name, low=0, integer=True)
     if threads is not None:
         checks.number(threads, name="threads", low=1, integer=True, example=" threads=None keeps PyTorch's count.")
     bad = sorted(set(runtimes) - set(RUNTIMES)) + sorted(set(devices) - set(DEVICES))
@@ -298,7 +292,7 @@ def benchmark(
         raise ShrinkValueError(f"unknown runtime/device {bad}; runtimes are {RUNTIMES}, devices {DEVICES}")
     if not models:
         raise ShrinkValueError("models is empty; pass {'name': model_or_onnx_path, ...}")
-    if any(b < 1 for b in batch_sizes) or warmup < 0 or iters < 1:
+    if any(b < 1 for b in batch_sizes) or (warmup is not None and warmup < 0) or (iters is not None and iters < 1):
         raise ShrinkValueError("batch sizes and iters must be >= 1 and warmup >= 0")
     for name, m in models.items():
         if not isinstance(m, (nn.Module, str, os.PathLike)):
@@ -307,6 +301,8 @@ def benchmark(
     threads = threads or previous
     torch.set_num_threads(threads)
     rows: dict[tuple, BenchRow] = {}
+    intervals: dict[tuple, tuple[float, float, float]] = {}
+    notes: list[str] = []
     configs = [(rt, dev, b) for rt in runtimes for dev in devices for b in batch_sizes]
     try:
         with tempfile.TemporaryDirectory() as tmp, progress_bar(progress, len(configs), "benchmark") as advance:
@@ -319,8 +315,13 @@ def benchmark(
                         rows[(name, rt, dev, b)] = BenchRow(name, rt, dev, b, threads, skipped=call)
                     else:
                         calls[name] = call
-                for name, times in _interleaved(calls, dev, warmup, iters).items():
-                    rows[(name, rt, dev, b)] = _row(name, rt, dev, b, threads, times)
+                times = interleaved(calls, dev, warmup, iters)
+                times = settle(calls, dev, iters, times, intervals, notes, (rt, dev, b))
+                for name, t in times.items():
+                    rows[(name, rt, dev, b)] = row = _row(name, rt, dev, b, threads, t)
+                    if row.spread > NOISY_SPREAD:
+                        notes.append(f"{name} {rt} {dev} b{b}: p90 is {row.spread:.2f}x p50; the machine was busy, "
+                                     "so these figures are noisy")
                 advance(f"{rt} {dev} b{b}")
     finally:
         torch.set_num_threads(previous)
@@ -329,7 +330,9 @@ def benchmark(
     # but only without it do identical models time alike when sessions alternate.
     settings = {"threads": threads, "timing": "models alternated call by call",
                 "onnxruntime_spinning": False}
-    return BenchReport(tuple(ordered), machine_info() | settings)
+    for note in notes:
+        log.warning("benchmark: %s", note)
+    return BenchReport(tuple(ordered), machine_info() | settings, intervals, tuple(notes))
 
 
 def _check_models(models) -> None:

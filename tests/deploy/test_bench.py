@@ -67,3 +67,30 @@ def test_bad_arguments():
         shrink.benchmark({"m": TinyMLP()}, torch.randn(1, 2), runtimes=("tensorrt",))
     with pytest.raises(shrink.ShrinkTypeError, match="nn.Module or an .onnx path"):
         shrink.benchmark({"m": 3}, torch.randn(1, 2))
+
+
+def test_ratio_interval_and_ranking_known_answers():
+    from shrink.deploy.bench import rankable, ratio_interval
+
+    steady = ratio_interval([2.0] * 30, [1.0] * 30)
+    assert steady == (2.0, 2.0, 2.0) and rankable(steady[0], steady[2])
+    mixed = ratio_interval([1.0, 3.0] * 15, [2.0, 1.0] * 15)  # ratios 0.5 and 3.0 alternate: no order
+    assert mixed[0] == 0.5 and mixed[2] == 3.0 and not rankable(mixed[0], mixed[2])
+    assert rankable(0.99, 1.01)  # equal within 2%: a valid conclusion, not noise
+
+
+def test_rows_carry_spread_and_pairs_an_interval():
+    x = torch.randn(1, 2)
+    rep = shrink.benchmark({"a": TinyMLP(), "b": TinyMLP()}, x, runtimes=("torch",), devices=("cpu",),
+                           batch_sizes=(1,), **FAST)
+    assert all(r.spread == pytest.approx(r.p90_ms / r.p50_ms) for r in rep.rows)
+    (key, (low, mid, high)), = rep.intervals.items()
+    assert key == ("b", "a", "torch", "cpu", 1) and low <= mid <= high
+    assert rep.to_dict()["intervals"][0]["ratio_p50"] == mid
+
+
+def test_progress_is_plain_lines_without_a_terminal(capsys):
+    shrink.benchmark({"m": TinyMLP()}, torch.randn(1, 2), runtimes=("torch",), devices=("cpu",), batch_sizes=(1, 2),
+                     warmup=1, iters=2, progress=True)
+    err = capsys.readouterr().err
+    assert "benchmark: 1/2 torch cpu b1" in err and "benchmark: 2/2 torch cpu b2" in err
