@@ -93,3 +93,17 @@ def test_kv_cache_is_switched_off_for_tracing_only():
     result = shrink.compress(model, inputs(), ratio=0.5)
     assert model.config.use_cache is True and result.model.config.use_cache is True
     assert result.after.params < result.before.params
+
+
+def test_gpt_neox_heads_interleaved_per_head_are_cut_as_whole_heads():
+    # GPT-NeoX lays query_key_value out per head ([head, (q, k, v), head_dim]); cutting it as
+    # [q | k | v] runs and keeps every shape but computes something else. compress's own masking
+    # check caught that; the heads must now pass it exactly instead of being kept whole.
+    import hf_models
+
+    build, _ = hf_models.FAMILIES["gpt_neox"]
+    model = build().eval()
+    result = shrink.compress(model, {"input_ids": torch.randint(0, 100, (1, 8))})
+    heads = [n for n in result.plan.checks["exact"] if n.endswith(".attention")]
+    assert len(heads) == 2 and not any("attention" in k for k in result.kept_whole)
+    assert result.model.gpt_neox.layers[0].attention.query_key_value.out_features == 3 * 16

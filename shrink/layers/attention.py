@@ -41,6 +41,8 @@ class AttentionBlock:
             ``num_kv_heads * head_dim`` rows each under grouped-query attention).
         num_heads, num_kv_heads, head_dim: as built.
         locked: why its heads cannot be cut (e.g. ALiBi slopes per head), or None.
+        interleaved: a fused layer laid out per head, [head, (q, k, v), head_dim] (GPT-NeoX),
+            instead of [q | k | v].
     """
 
     name: str
@@ -54,6 +56,7 @@ class AttentionBlock:
     num_kv_heads: int
     head_dim: int
     locked: str | None = None
+    interleaved: bool = False
 
     @property
     def units(self) -> int:
@@ -112,6 +115,7 @@ def find_blocks(model: nn.Module) -> list[AttentionBlock]:
             continue
         block = AttentionBlock(name, module, q, k, v, None, fused, heads, kv_heads, head_dim)
         block.locked = hf_attention.locked(module)
+        block.interleaved = fused and hf_attention.interleaved(module)
         blocks.append(block)
     return blocks
 
@@ -134,6 +138,9 @@ def unit_scores(block: AttentionBlock, p: int) -> torch.Tensor:
     A unit's rows are contiguous in each of q, k and v (see `_rows_of_unit`), so each role's
     rows reshape to [units, rows per unit * fan_in] and are summed at once.
     """
+    if block.interleaved:  # a head's q, k and v rows are one contiguous run of 3 * head_dim rows
+        w = out_rows(block.q)[: block.units * 3 * block.head_dim]
+        return w.abs().pow(p).reshape(block.units, -1).sum(dim=1).double().pow(1.0 / p).float()
     total = torch.zeros(block.units, dtype=torch.float64)
     for role in ("q", "k", "v"):
         layer, offset = _role_layer(block, role)
@@ -156,7 +163,11 @@ def cuts(block: AttentionBlock, units: list[int]) -> list[tuple[nn.Module, str, 
     for u in sorted(set(units)):
         for role, rows in _rows_of_unit(block, u).items():
             removed[role].extend(rows)
-    if block.fused:
+    if block.interleaved:
+        run = 3 * block.head_dim
+        fused = [i for u in sorted(set(units)) for i in range(u * run, (u + 1) * run)]
+        layer_cuts = [(block.q, "out", fused)]
+    elif block.fused:
         width, kv = block.num_heads * block.head_dim, block.num_kv_heads * block.head_dim
         fused = removed["q"] + [width + i for i in removed["k"]] + [width + kv + i for i in removed["v"]]
         layer_cuts = [(block.q, "out", fused)]

@@ -33,3 +33,8 @@ def locked(module: nn.Module) -> str | None:
     if hasattr(module, "has_relative_attention_bias"):
         return "a relative position bias per head, computed once and shared by every layer (T5 layout)"
     return None
+
+
+def interleaved(module: nn.Module) -> bool:
+    """A fused q/k/v laid out per head, [head, (q, k, v), head_dim]: GPT-NeoX's ``query_key_value``."""
+    return _from_transformers(module) and type(module).__name__.startswith("GPTNeoX")
