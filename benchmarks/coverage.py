@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def _one(name: str) -> dict:
     import shrink
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("SHRINK_BENCH_THREADS", "2")))
     row: dict = {"model": name}
     try:
         model = timm.create_model(name, pretrained=False).eval()
@@ -127,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated family names")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--jobs", type=int, default=1, help="models compressed side by side (1 thread each if > 1)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -144,11 +146,16 @@ def main() -> None:
     rows = []
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    for family, name in chosen.items():
+    env = {**os.environ, "SHRINK_BENCH_THREADS": "1" if args.jobs > 1 else "2"}
+    info["threads_per_model"] = int(env["SHRINK_BENCH_THREADS"])
+    info["models_side_by_side"] = args.jobs
+
+    def run(item):
+        family, name = item
         start = time.perf_counter()
         try:
             proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                                  timeout=args.timeout, cwd=ROOT)
+                                  timeout=args.timeout, cwd=ROOT, env=env)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("ROW ")), None)
             row = json.loads(line[4:]) if line else {
                 "model": name, "status": "crashed", "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
@@ -156,10 +163,16 @@ def main() -> None:
             row = {"model": name, "status": "timeout", "error": f"no answer within {args.timeout:g} s"}
         row["family"] = family
         row["wall_s"] = round(time.perf_counter() - start, 1)
-        rows.append(row)
-        print(f"{family:28s} {row['status']:14s} {row.get('params_removed', '')!s:6s} {row.get('error', '')[:90]}",
-              flush=True)
-        _write(rows, info, out)
+        return row
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for row in pool.map(run, chosen.items()):
+            rows.append(row)
+            print(f"{row['family']:28s} {row['status']:14s} {row.get('params_removed', '')!s:6s} "
+                  f"{row.get('error', '')[:90]}", flush=True)
+            _write(rows, info, out)
 
 
 def _write(rows: list[dict], info: dict, out: Path) -> None:

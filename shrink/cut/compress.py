@@ -292,7 +292,7 @@ def compress(
         source_sha256=source_sha256,
         kept_whole=dict(sorted(kept_whole.items())),
         checks={"exact": sorted(outcome.exact), "shape_only": sorted(outcome.shape_only),
-                "black_boxes": dict(sorted(traced.opaque.items()))},
+                "black_boxes": dict(sorted(traced.opaque.items())), "trials": outcome.trials},
     )
     log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
     return Result(model=work, plan=plan, before=before, after=after, kept_whole=dict(sorted(kept_whole.items())))
