@@ -20,3 +20,20 @@ def loaders():
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     data = TensorDataset(x, y)
     return DataLoader(data, batch_size=16), DataLoader(data, batch_size=64)
+
+
+def flipped():
+    """A channel flip the tracer maps as element-wise: cutting conv1 runs but computes something else."""
+    import torch
+    from torch import nn
+
+    class Flipped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.conv2(torch.relu(self.conv1(x)).flip(1)))
+            return self.fc(x.mean((2, 3)))
+
+    return Flipped()

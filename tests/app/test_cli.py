@@ -228,3 +228,15 @@ def test_unreadable_weights_get_one_line(tmp_path, capsys, monkeypatch, name, da
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and "not loaded" in err
     assert "will likely succeed" not in err
+
+
+def test_strict_names_the_layer_in_cli_words_and_default_heals(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    base = ["compress", "--model", "cli_models:flipped", "--input", "1x3x8x8", "--no-onnx"]
+    assert main([*base, "--out", str(tmp_path / "strict"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "--ignore conv1" in err and "ignore=[" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "strict").exists()
+    assert main([*base, "--out", str(tmp_path / "healed")]) == 0
+    report = (tmp_path / "healed" / "report.md").read_text()
+    assert "## Groups kept whole" in report and "| conv1 |" in report
