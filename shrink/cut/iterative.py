@@ -57,7 +57,7 @@ def compress_iteratively(
     original = {name: _size_pair(m) for name, m in model.named_modules()}
     work = model if inplace else clone(model)
     start = _units(graph.trace(work, example_inputs, ignore=ignore))
-    all_steps, log, kept, before = [], [], {}, None
+    all_steps, log, kept, before, kept_whole = [], [], {}, None, {}
     for k in range(1, steps + 1):
         now = _units(graph.trace(work, example_inputs, ignore=ignore))
         ratios = {}
@@ -72,6 +72,7 @@ def compress_iteratively(
         before = before or result.before
         all_steps += [Step(s.op, s.layer, s.dim, s.removed, s.partner, round=k) for s in result.plan.steps]
         kept = _compose(kept, result.plan.kept)
+        kept_whole.update(result.kept_whole)  # groups a round kept whole (protected, or healed)
         if finetune is not None:
             finetune(work, k)
         entry = {"step": k, "kept_fraction": (1 - ratio) ** (k / steps), "params": result.after.params,
@@ -80,8 +81,9 @@ def compress_iteratively(
             entry["metric"] = evaluate(work)
         log.append(entry)
     plan = Plan(tuple(all_steps), kept, _widths(original, kept), result.plan.inputs,
-                {**result.plan.settings, "ratio": ratio, "steps": steps}, source_sha256)
-    return Result(work, plan, before, result.after), log
+                {**result.plan.settings, "ratio": ratio, "steps": steps}, source_sha256,
+                kept_whole=dict(sorted(kept_whole.items())), checks=result.plan.checks)
+    return Result(work, plan, before, result.after, kept_whole=dict(sorted(kept_whole.items()))), log
 
 
 def _compose(previous: dict, current: dict) -> dict:
