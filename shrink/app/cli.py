@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(p, hf=True)
     p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--no-check", action="store_true",
+                   help="only trace; by default every group is trial-cut to list what compress would keep whole")
+    p.add_argument("--trace-timeout", type=float, default=180.0, metavar="SECONDS",
+                   help="time tracing may take (default 180)")
 
     p = sub.add_parser("compress", help="compress a checkpoint into an output folder")
     _model_args(p, hf=True)
@@ -163,7 +167,8 @@ def cmd_analyze(args) -> int:
     from ..cut.analyze import analyze
 
     model = _model(args)
-    report = analyze(model, _inputs_for(args, model=model), ignore=args.ignore)
+    report = analyze(model, _inputs_for(args, model=model), ignore=args.ignore, check=not args.no_check,
+                     trace_timeout=args.trace_timeout)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report)
     return 0
 

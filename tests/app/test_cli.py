@@ -240,3 +240,13 @@ def test_strict_names_the_layer_in_cli_words_and_default_heals(tmp_path, capsys,
     assert main([*base, "--out", str(tmp_path / "healed")]) == 0
     report = (tmp_path / "healed" / "report.md").read_text()
     assert "## Groups kept whole" in report and "| conv1 |" in report
+
+
+def test_analyze_predicts_what_compress_keeps_whole(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))
+    assert main(["analyze", "--model", "cli_models:flipped", "--input", "1x3x8x8", "--json"]) == 0
+    groups = {g["root"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert not groups["conv1"]["prunable"] and "differs" in groups["conv1"]["reason"]
+    assert main(["analyze", "--model", "cli_models:flipped", "--input", "1x3x8x8", "--json", "--no-check"]) == 0
+    groups = {g["root"]: g for g in json.loads(capsys.readouterr().out)["groups"]}
+    assert groups["conv1"]["prunable"]  # tracing alone cannot see the flip
