@@ -8,11 +8,8 @@ produces it), input protection (a group added to a model input cannot be narrowe
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -28,6 +25,7 @@ from ..layers import hf_moe, registry, tied_attention
 from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
+from . import opaque as _boxes
 from .opaque import failing_nodes, opaque, recording_owners
 
 _OPS = tp.ops
@@ -69,19 +67,6 @@ class Traced:
         kept.update({b.name: "a single head (or key/value group)" for b in self.blocks if b.units <= 1})
         kept.update({b.name: f"heads kept whole: {b.locked}" for b in self.blocks if getattr(b, "locked", "")})
         return kept
-
-
-class TraceTimeout(Exception):
-    """Raised inside the tracer when its time budget runs out (internal)."""
-
-
-class TraceFailure(Exception):
-    """torch-pruning failed on this model (internal): the error and the modules it points at."""
-
-    def __init__(self, error: BaseException, suspects: list[nn.Module]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.suspects = suspects
 
 
 def ignore_names(model: nn.Module, ignore: Iterable) -> list[str]:
@@ -148,16 +133,16 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
         budget = left if left is None or black_boxes else 0.7 * left
         try:
             traced = _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget)
-        except TraceFailure as failure:
-            suspect = _black_box_for(failure.suspects, parents, model, black_boxes)
-            timed_out = isinstance(failure.error, TraceTimeout)
+        except _boxes.TraceFailure as failure:
+            suspect = _boxes.black_box_for(failure.suspects, parents, model, black_boxes)
+            timed_out = isinstance(failure.error, _boxes.TraceTimeout)
             if suspect is None or (deadline is not None and time.monotonic() >= deadline):
-                raise _trace_error(failure, suspect, names, timeout) from failure.error
+                raise _boxes.trace_error(failure, suspect, names, timeout) from failure.error
             black_boxes[suspect] = (f"tracing took longer than its budget inside it" if timed_out
-                                    else f"{type(failure.error).__name__}: {_short(failure.error)}")
+                                    else f"{type(failure.error).__name__}: {_boxes.short(failure.error)}")
             continue
         traced.opaque = {names[m]: reason for m, reason in black_boxes.items()}
-        _add_black_box_reasons(traced)
+        _boxes.add_black_box_reasons(traced)
         return traced
     raise UnsupportedLayerError("tracing kept failing in new places after 16 black boxes; "
                                 "keep the failing blocks whole with ignore=[...]")
@@ -185,7 +170,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
         with opaque(list(black_boxes)) as box_pruners, recording_owners(model) as owners, \
-                _time_limit(budget), torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
+                _boxes.time_limit(budget), torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
             customized = registry.pruners(model)
             root_types = _ROOT_TYPES + tuple(customized)
@@ -231,67 +216,11 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             for m in (owner, node.module):
                 if isinstance(m, nn.Module) and m not in suspects:
                     suspects.append(m)
-        raise TraceFailure(exc, suspects) from exc
+        raise _boxes.TraceFailure(exc, suspects) from exc
     finally:
         if use_cache:
             config.use_cache = use_cache
     return traced
-
-
-def _black_box_for(suspects, parents, model, black_boxes) -> nn.Module | None:
-    """The innermost module containing the failure that can be a black box: not the model, not a bare layer."""
-    for module in suspects:
-        while module is not None and (not any(True for _ in module.children()) or module in black_boxes):
-            module = parents.get(module)  # a bare layer's failure is its block's wiring
-        if module is not None and module is not model:
-            return module
-    return None
-
-
-def _trace_error(failure: TraceFailure, suspect, names, timeout) -> UnsupportedLayerError:
-    where = f" in {names.get(suspect)!r}" if suspect is not None else ""
-    hint = (f"keep {names.get(suspect)!r} whole with ignore=[{names.get(suspect)!r}]" if suspect is not None
-            else "keep the layer that causes it whole with ignore=['its.qualified.name']")
-    if isinstance(failure.error, TraceTimeout):
-        return UnsupportedLayerError(
-            f"tracing the model's dependency graph did not finish within {timeout:g} s{where}; "
-            f"{hint}, or give it more time with trace_timeout=")
-    return UnsupportedLayerError(
-        f"tracing the model's dependency graph failed{where}: {type(failure.error).__name__}: "
-        f"{_short(failure.error)}. {hint[0].upper() + hint[1:]}.")
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: float | None):
-    """Raise TraceTimeout in this thread after ``seconds`` (main thread only; elsewhere no limit)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(_signum, _frame):
-        raise TraceTimeout()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _add_black_box_reasons(traced: Traced) -> None:
-    """Layers inside a black box are kept whole, with the box and its error as the reason."""
-    for box, reason in traced.opaque.items():
-        prefix = f"{box}." if box else ""
-        for name in list(traced.kept):
-            if name == box or name.startswith(prefix):
-                traced.kept[name] = f"inside {box!r}, traced as a black box ({reason})"
 
 
 def _protect_tied(dg, groups: list[Group]) -> None:

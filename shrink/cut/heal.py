@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .._util import inputs as _inputs
-from . import graph, verify
+from . import graph, opaque, verify
 from .plan import Step
 from .surgery import Tracker, apply_steps
 from .verify import Mismatch
@@ -92,13 +92,13 @@ def _guard(fn: Callable[[], object], what: str) -> Mismatch | None:
     try:
         fn()
     except Exception as exc:  # noqa: BLE001 - any failure while cutting is a reason to keep the group whole
-        return Mismatch(f"{what} failed: {type(exc).__name__}: {graph._short(exc)}")
+        return Mismatch(f"{what} failed: {type(exc).__name__}: {opaque.short(exc)}")
     return None
 
 
 def _cause(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
-    return f"{type(cause).__name__}: {graph._short(cause)}"
+    return f"{type(cause).__name__}: {opaque.short(cause)}"
 
 
 def run_named(model: nn.Module, example_inputs) -> tuple[dict[str, torch.Tensor], Mismatch | None]:

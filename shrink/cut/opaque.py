@@ -1,4 +1,4 @@
-"""Opaque modules: layers traced as black boxes when torch-pruning cannot trace their inside.
+"""Opaque modules: layers traced as black boxes when torch-pruning cannot trace their inside, and the time budget.
 
 A module whose inside breaks the tracer (a channel shuffle that divides by zero in the index
 mapping, a window partition that takes minutes to expand) is run under ``no_grad`` while tracing,
@@ -14,6 +14,9 @@ torch-pruning node found in the traceback names that module.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +25,8 @@ import torch_pruning as tp
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from ..errors import UnsupportedLayerError
 
 
 class _Barrier(torch.autograd.Function):
@@ -163,3 +168,72 @@ def failing_nodes(exc: BaseException) -> list:
                 if isinstance(v, tp.dependency.Node) and v not in found:
                     found.append(v)
     return found
+
+
+class TraceTimeout(Exception):
+    """Raised inside the tracer when its time budget runs out (internal)."""
+
+
+class TraceFailure(Exception):
+    """torch-pruning failed on this model (internal): the error and the modules it points at."""
+
+    def __init__(self, error: BaseException, suspects: list[nn.Module]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.suspects = suspects
+
+
+def black_box_for(suspects, parents, model, black_boxes) -> nn.Module | None:
+    """The innermost module containing the failure that can be a black box: not the model, not a bare layer."""
+    for module in suspects:
+        while module is not None and (not any(True for _ in module.children()) or module in black_boxes):
+            module = parents.get(module)  # a bare layer's failure is its block's wiring
+        if module is not None and module is not model:
+            return module
+    return None
+
+
+def trace_error(failure: TraceFailure, suspect, names, timeout) -> UnsupportedLayerError:
+    where = f" in {names.get(suspect)!r}" if suspect is not None else ""
+    hint = (f"keep {names.get(suspect)!r} whole with ignore=[{names.get(suspect)!r}]" if suspect is not None
+            else "keep the layer that causes it whole with ignore=['its.qualified.name']")
+    if isinstance(failure.error, TraceTimeout):
+        return UnsupportedLayerError(
+            f"tracing the model's dependency graph did not finish within {timeout:g} s{where}; "
+            f"{hint}, or give it more time with trace_timeout=")
+    return UnsupportedLayerError(
+        f"tracing the model's dependency graph failed{where}: {type(failure.error).__name__}: "
+        f"{short(failure.error)}. {hint[0].upper() + hint[1:]}.")
+
+
+def short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise TraceTimeout in this thread after ``seconds`` (main thread only; elsewhere no limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum, _frame):
+        raise TraceTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def add_black_box_reasons(traced: Traced) -> None:
+    """Layers inside a black box are kept whole, with the box and its error as the reason."""
+    for box, reason in traced.opaque.items():
+        prefix = f"{box}." if box else ""
+        for name in list(traced.kept):
+            if name == box or name.startswith(prefix):
+                traced.kept[name] = f"inside {box!r}, traced as a black box ({reason})"
