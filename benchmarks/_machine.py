@@ -11,11 +11,15 @@ def machine() -> dict:
     import torch
 
     info["torch_threads"] = torch.get_num_threads()
-    for name in ("torch_pruning", "onnx", "transformers"):
-        try:
-            info[name] = __import__(name).__version__
-        except ImportError:
-            pass
+    from shrink._util.versions import installed_version
+
+    for dist in ("torch-pruning", "onnx", "transformers"):  # installed distributions, not __version__
+        version = installed_version(dist)
+        if version:
+            info[dist.replace("-", "_")] = version
+    import os
+
+    info["load_average"] = "/".join(f"{x:.2f}" for x in os.getloadavg())
     return info
 
 
