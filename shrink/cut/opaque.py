@@ -214,7 +214,7 @@ def short(exc: BaseException, limit: int = 160) -> str:
 @contextlib.contextmanager
 def time_limit(seconds: float | None):
     """Raise TraceTimeout in this thread after ``seconds`` (main thread only; elsewhere no limit)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
