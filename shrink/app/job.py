@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from torch import nn
 

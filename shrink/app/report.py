@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 from pathlib import Path
 
-import torch
 
 from .._util.versions import versions
 
@@ -87,7 +85,7 @@ def _markdown(doc: dict, result, export, bench) -> str:
         goal = {k: v for k, v in doc["settings"]["target"].items() if k in ("macs", "params") and v is not None}
         for kind, value in goal.items():
             got = doc[kind]["after"] / doc[kind]["before"]
-            lines += ["## Target", "", f"| target | counted |", "|---|---|", f"| {kind} <= {value} | {got:.4f} |", ""]
+            lines += ["## Target", "", "| target | counted |", "|---|---|", f"| {kind} <= {value} | {got:.4f} |", ""]
     lines += ["| | before | after | ratio |", "|---|---|---|---|",
              f"| parameters | {_fmt(p['before'])} | {_fmt(p['after'])} | ÷{p['ratio']:.2f} |",
              f"| MACs (one forward on the example inputs) | {_fmt(m['before'])} | {_fmt(m['after'])} | ÷{m['ratio']:.2f} |"]

@@ -138,7 +138,7 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
             timed_out = isinstance(failure.error, _boxes.TraceTimeout)
             if suspect is None or (deadline is not None and time.monotonic() >= deadline):
                 raise _boxes.trace_error(failure, suspect, names, timeout) from failure.error
-            black_boxes[suspect] = (f"tracing took longer than its budget inside it" if timed_out
+            black_boxes[suspect] = ("tracing took longer than its budget inside it" if timed_out
                                     else f"{type(failure.error).__name__}: {_boxes.short(failure.error)}")
             continue
         traced.opaque = {names[m]: reason for m, reason in black_boxes.items()}
@@ -359,7 +359,7 @@ def _channel_groups(dg, module, is_out: bool) -> int:
 
 def _kept_whole(model: nn.Module, traced: Traced, ignored: set) -> dict[str, str]:
     """Every layer with weights whose outputs no prunable group narrows, with the reason."""
-    dg, names = traced.dg, traced.names
+    dg = traced.dg
     by_name = dict(model.named_modules())
     narrowed: set[nn.Module] = set()
     reasons: dict[nn.Module, str] = {}

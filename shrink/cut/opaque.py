@@ -230,7 +230,7 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def add_black_box_reasons(traced: Traced) -> None:
+def add_black_box_reasons(traced) -> None:
     """Layers inside a black box are kept whole, with the box and its error as the reason."""
     for box, reason in traced.opaque.items():
         prefix = f"{box}." if box else ""

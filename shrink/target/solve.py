@@ -24,7 +24,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 
 from .._util.clone import clone
 from ..cut import graph, select
