@@ -26,6 +26,7 @@ from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from . import opaque as _boxes
+from .grouping import Graph
 from .opaque import failing_nodes, opaque, recording_owners
 
 _OPS = tp.ops
@@ -182,7 +183,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
 
             # The families' probes (layers/registry.py) finish when this block closes, before blocks are found.
             with registry.watching(model, fixed) as seen:
-                dg = tp.DependencyGraph().build_dependency(
+                dg = Graph().build_dependency(
                     model,
                     example_inputs=example_inputs,
                     forward_fn=forward,

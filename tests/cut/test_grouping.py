@@ -1,0 +1,122 @@
+"""Group expansion that visits each channel position once (shrink/cut/grouping.py).
+
+The groups must be exactly torch-pruning's, and a model whose slices fork and join on every block
+(ReXNet's partial residual, copied below from timm/models/rexnet.py) must trace at all: torch-pruning
+re-walks every path there, and its walk grows exponentially with depth.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+import shrink
+from models import ORACLE_MODELS
+from real_models import PATTERNS
+from shrink.cut import grouping
+
+
+class ConvNormAct(nn.Sequential):
+    def __init__(self, c_in, c_out, kernel_size=1, stride=1, groups=1, apply_act=True):
+        super().__init__(nn.Conv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+                         nn.BatchNorm2d(c_out), *([nn.SiLU()] if apply_act else []))
+
+
+class LinearBottleneck(nn.Module):
+    """timm's ReXNet block: the output is wider than the input, and the shortcut adds into its first channels."""
+
+    def __init__(self, in_chs, out_chs, stride, exp_ratio=1.0):
+        super().__init__()
+        self.use_shortcut = stride == 1 and in_chs <= out_chs
+        self.in_channels = in_chs
+        self.out_channels = out_chs
+        if exp_ratio != 1.0:
+            dw_chs = round(in_chs * exp_ratio)
+            self.conv_exp = ConvNormAct(in_chs, dw_chs)
+        else:
+            dw_chs = in_chs
+            self.conv_exp = None
+        self.conv_dw = ConvNormAct(dw_chs, dw_chs, kernel_size=3, stride=stride, groups=dw_chs, apply_act=False)
+        self.act_dw = nn.ReLU6()
+        self.conv_pwl = ConvNormAct(dw_chs, out_chs, 1, apply_act=False)
+
+    def forward(self, x):
+        shortcut = x
+        if self.conv_exp is not None:
+            x = self.conv_exp(x)
+        x = self.conv_dw(x)
+        x = self.act_dw(x)
+        x = self.conv_pwl(x)
+        if self.use_shortcut:
+            x = torch.cat([x[:, 0:self.in_channels] + shortcut, x[:, self.in_channels:]], dim=1)
+        return x
+
+
+class ReXNet(nn.Module):
+    def __init__(self, depth: int = 14, num_classes: int = 10):
+        super().__init__()
+        self.stem = ConvNormAct(3, 16, 3, 2)
+        blocks, chs = [], 16
+        for i in range(depth):
+            blocks.append(LinearBottleneck(chs, chs + 4, 2 if i in (1, 3) else 1, 1.0 if i == 0 else 3.0))
+            chs += 4
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(chs, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(self.stem(x)).mean((2, 3)))
+
+
+def _groups(graph_type, model, x) -> dict:
+    """Each group as {root: {(layer, pruning function, (index, root index) pairs)}}, over named layers."""
+    dg = graph_type().build_dependency(model, example_inputs=x)
+    names = {m: n for n, m in model.named_modules()} | {p: n for n, p in model.named_parameters()}
+    out = {}
+    for group in dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
+        items = set()
+        for item in group:
+            target = item.dep.target.module
+            if target in names:
+                # As sets: torch-pruning repeats an index reached twice through a GQA mapping.
+                pairs = tuple(sorted(set(zip(item.idxs, item.root_idxs)), key=str))
+                items.add((names[target], item.dep.handler.__name__, pairs))
+        out[names[group[0].dep.target.module]] = frozenset(items)
+    return out
+
+
+CASES = {**{n: (f, lambda s=s: torch.randn(*s)) for n, (f, s) in ORACLE_MODELS.items()},
+         "ShuffleNetV2": PATTERNS[1], "TimmViT": PATTERNS[3], "PointNet": PATTERNS[8],
+         "ReXNet-6": (lambda: ReXNet(6), lambda: torch.randn(1, 3, 32, 32))}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_groups_are_torch_prunings(name):
+    factory, make_x = CASES[name]
+    torch.manual_seed(0)
+    model, x = factory().eval(), make_x()
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        pytest.skip("torch-pruning's own tracer takes float tensors only")
+    ours, theirs = _groups(grouping.Graph, model, x), _groups(tp.DependencyGraph, model, x)
+    assert ours == theirs
+    assert ours, "the comparison saw no group"
+
+
+def test_rexnet_traces_and_compresses():
+    # 14 blocks: torch-pruning's own walk does not finish here in minutes (10 blocks: over two).
+    torch.manual_seed(0)
+    model, x = ReXNet(14).eval(), torch.randn(2, 3, 32, 32)
+    result = shrink.compress(model, x, trace_timeout=60)
+    assert result.plan.checks["black_boxes"] == {}
+    assert result.model(x).shape == model(x).shape
+    assert result.params_ratio >= 1.5  # a third of the parameters or more removed
+
+
+def test_walk_stops_when_channels_meet_positions(monkeypatch):
+    """A group reaching more positions than the limit stops with the layer it was walking."""
+    monkeypatch.setattr(grouping, "MAX_POSITIONS", 50)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16 * 16, 4))
+    dg = grouping.Graph().build_dependency(model, example_inputs=torch.randn(1, 3, 16, 16))
+    with pytest.raises(grouping.GroupTooLarge, match="'0'"):
+        dg.get_pruning_group(model[0], tp.prune_conv_out_channels, list(range(8)))
