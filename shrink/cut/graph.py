@@ -135,12 +135,17 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
         try:
             traced = _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget)
         except _boxes.TraceFailure as failure:
-            suspect = _boxes.black_box_for(failure.suspects, parents, model, black_boxes)
-            timed_out = isinstance(failure.error, _boxes.TraceTimeout)
+            found = {}
+            for error, suspects in [(failure.error, failure.suspects), *failure.others]:
+                box = _boxes.black_box_for(suspects, parents, model, black_boxes)
+                if box is not None and box not in found:
+                    found[box] = ("tracing took longer than its budget inside it"
+                                  if isinstance(error, _boxes.TraceTimeout)
+                                  else f"{type(error).__name__}: {_boxes.short(error)}")
+            suspect = next(iter(found), None)
             if suspect is None or (deadline is not None and time.monotonic() >= deadline):
                 raise _boxes.trace_error(failure, suspect, names, timeout) from failure.error
-            black_boxes[suspect] = ("tracing took longer than its budget inside it" if timed_out
-                                    else f"{type(failure.error).__name__}: {_boxes.short(failure.error)}")
+            black_boxes.update(found)
             continue
         traced.opaque = {names[m]: reason for m, reason in black_boxes.items()}
         _boxes.add_black_box_reasons(traced)
@@ -191,6 +196,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                     customized_pruners=customized or None,
                     verbose=False,
                 )
+            dg.set_concat_sizes(owners.cat_sizes)
             blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
             for block in blocks:
                 block.out = _output_projection(dg, block)
@@ -203,6 +209,9 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
                 traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed,
                                                black_boxes))
+            if dg.oversized:  # every oversized walk at once: each names a layer to trace as a black box
+                raise _boxes.TraceFailure(dg.oversized[0], [], others=[
+                    (e, _suspects(failing_nodes(e), owners)) for e in dg.oversized])
             for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
                 if any(f"{names[b.qkv]} (in)" in group.members for b in traced.tied):
                     group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
@@ -210,18 +219,25 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             traced.kept = _kept_whole(model, traced, ignored)
     except (ShrinkValueError, KeyboardInterrupt):
         raise
+    except _boxes.TraceFailure:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch-pruning raises many kinds
-        suspects = []
-        for node in failing_nodes(exc):
-            owner = owners.owner.get(node.grad_fn) if owners is not None else None
-            for m in (owner, node.module):
-                if isinstance(m, nn.Module) and m not in suspects:
-                    suspects.append(m)
-        raise _boxes.TraceFailure(exc, suspects) from exc
+        raise _boxes.TraceFailure(exc, _suspects(failing_nodes(exc), owners)) from exc
     finally:
         if use_cache:
             config.use_cache = use_cache
     return traced
+
+
+def _suspects(nodes, owners) -> list[nn.Module]:
+    """The modules behind failing graph nodes: the module that ran the op, then the node's own."""
+    suspects = []
+    for node in nodes:
+        owner = owners.owner.get(node.grad_fn) if owners is not None else None
+        for m in (owner, node.module):
+            if isinstance(m, nn.Module) and m not in suspects:
+                suspects.append(m)
+    return suspects
 
 
 def _protect_tied(dg, groups: list[Group]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from numbers import Number
 
+import numpy as np
 import torch_pruning as tp
 from torch_pruning import _helpers, ops
 from torch_pruning.dependency import index_mapping
@@ -32,12 +33,102 @@ from torch_pruning.pruner import function
 MAX_POSITIONS = 2_000_000
 
 
+_CODE = 1 << 32  # a position's code: index * _CODE + root index + 1
+
+
 class GroupTooLarge(Exception):
     """A group's walk reached more channel positions than MAX_POSITIONS (internal: its layer becomes a black box)."""
 
 
+def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
+    """torch-pruning's index ``mapping`` applied to positions, an (n, 2) array of (index, root index).
+
+    The same arithmetic as torch-pruning's mapping classes, on arrays: millions of positions take
+    milliseconds, where building its per-index tuples took minutes. A root index of -1 stands for
+    torch-pruning's None (a grouped-query mapping forgets the root).
+    """
+    idx, root = pos[:, 0], pos[:, 1]
+    kind = type(mapping)
+    if kind is index_mapping._FlattenIndexMapping:
+        stride = mapping._stride
+        if mapping.reverse:
+            return np.unique(np.stack([idx // stride, root], 1), axis=0)
+        expanded = (idx[:, None] * stride + np.arange(stride)).reshape(-1)
+        return np.stack([expanded, np.repeat(root, stride)], 1)
+    if kind in (index_mapping._ConcatIndexMapping, index_mapping._SplitIndexMapping):
+        lo, hi = mapping.offset[0], mapping.offset[1]
+        if mapping.reverse == (kind is index_mapping._ConcatIndexMapping):  # into one part: keep what falls in it
+            keep = (idx >= lo) & (idx < hi)
+            return np.stack([idx[keep] - lo, root[keep]], 1)
+        return np.stack([idx + lo, root], 1)
+    if kind is index_mapping._SliceIndexMapping:
+        start, step, end = mapping.start, mapping.step, mapping.end
+        if mapping.reverse:
+            return np.stack([idx * step + start, root], 1)
+        keep = (idx >= start) & (idx < end) & ((idx - start) % step == 0)
+        return np.stack([(idx[keep] - start) // step, root[keep]], 1)
+    if kind is index_mapping._GQAIndexMapping:
+        if not mapping.reverse:
+            return pos[:0]
+        hd, rep = mapping.head_dim, mapping.repeat
+        new = idx - idx // (hd * rep) * hd * (rep - 1) - idx // hd % rep * hd
+        return np.stack([new, np.full_like(new, -1)], 1)
+    # A mapping this module does not know: torch-pruning's own, on its tuples.
+    hybrid = [_helpers._HybridIndex(idx=int(i), root_idx=None if r < 0 else int(r)) for i, r in pos]
+    out = mapping(hybrid)
+    return np.array([(i.idx, -1 if i.root_idx is None else i.root_idx) for i in out], dtype=np.int64).reshape(-1, 2)
+
+
+def _expanded(mapping, count: int) -> int:
+    """How many positions ``mapping`` makes of ``count`` (a flatten multiplies them by its stride)."""
+    if isinstance(mapping, index_mapping._FlattenIndexMapping) and not mapping.reverse:
+        return count * mapping._stride
+    return count
+
+
 class Graph(tp.DependencyGraph):
-    """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches."""
+    """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches.
+
+    ``get_all_groups`` leaves out the roots whose walk grows past MAX_POSITIONS and lists their
+    errors in ``oversized`` (the tracer makes the layers they point at black boxes).
+    """
+
+    oversized: list[GroupTooLarge]
+
+    def set_concat_sizes(self, sizes: dict) -> None:
+        """The widths each concatenation joined, as recorded in the forward (grad_fn -> widths).
+
+        torch-pruning infers them from the layers upstream, which is wrong where a slice comes
+        first (ReXNet's ``cat([x[:, :c] + shortcut, x[:, c:]])`` counts the slice at the full
+        width): its offsets then send indices past the ends of layers, and the walk never ends.
+        """
+        for node in self.module2node.values():
+            recorded = sizes.get(node.grad_fn)
+            if isinstance(node.module, ops._ConcatOp) and recorded and len(recorded) == len(node.inputs):
+                node.module.concat_sizes = list(recorded)
+
+    def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
+        """torch-pruning's get_all_groups, going on past oversized roots."""
+        self.oversized = []
+        visited, ignored = set(), set(ignored_layers) | set(self.IGNORED_LAYERS_IN_TRACING)
+        for m in list(self.module2node):
+            if m in ignored or m in visited or not isinstance(m, tuple(root_module_types)):
+                continue
+            pruner = self.get_pruner_of_module(m)
+            if pruner is None or pruner.get_out_channels(m) is None:
+                continue
+            try:
+                group = self.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+            except GroupTooLarge as exc:
+                self.oversized.append(exc)
+                continue
+            prunable = True
+            for dep, _ in group:
+                if self.is_out_channel_pruning_fn(dep.handler):
+                    visited.add(dep.target.module)
+                    prunable = prunable and dep.target.module not in ignored
+            if prunable:
+                yield group
 
     def get_pruning_group(self, module, pruning_fn, idxs) -> Group:
         if module not in self.module2node:
@@ -48,27 +139,34 @@ class Graph(tp.DependencyGraph):
             idxs = [idxs]
         index_mapping.update_index_mapping(self)
         root = self.module2node[module]
-        start = [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs]
+        start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
 
-        reached: dict[tuple, tuple[Dependency, dict]] = {}  # (node, handler) -> (first dep, idx -> index)
-        seen: dict[tuple, set] = {}  # (node, handler) -> hybrid indices already walked from there
+        reached: dict[tuple, tuple[Dependency, list]] = {}  # (node, handler) -> (first dep, fresh arrays in order)
+        seen: dict[tuple, np.ndarray] = {}  # (node, handler) -> sorted codes of the positions walked from there
         walked = 0
+
+        def too_large(count, dep):
+            if walked + count > MAX_POSITIONS:
+                raise GroupTooLarge(f"the channels of {self._module2name.get(module, type(module).__name__)!r} "
+                                    f"reach over {MAX_POSITIONS:,} positions: a reshape mixes channels with "
+                                    f"positions at {dep.target.name!r}")
 
         def admit(dep, new):
             nonlocal walked
             key = (dep.target, dep.handler)
-            done = seen.setdefault(key, set())
-            fresh = [i for i in dict.fromkeys(new) if i not in done]
-            if not fresh:
+            codes = new[:, 0] * _CODE + (new[:, 1] + 1)
+            codes, first = np.unique(codes, return_index=True)
+            done = seen.get(key)
+            if done is not None:
+                fresh_mask = ~np.isin(codes, done, assume_unique=True)
+                codes, first = codes[fresh_mask], first[fresh_mask]
+            if len(codes) == 0:
                 return None
-            done.update(fresh)
-            walked += len(fresh)
-            if walked > MAX_POSITIONS:
-                raise GroupTooLarge(f"channels of {self._module2name.get(module, type(module).__name__)!r} reach "
-                                    f"over {MAX_POSITIONS:,} positions (a reshape mixes channels with positions)")
-            first = reached.setdefault(key, (dep, {}))[1]
-            for i in fresh:
-                first.setdefault(i.idx, i)
+            too_large(len(codes), dep)
+            walked += len(codes)
+            seen[key] = codes if done is None else np.union1d(done, codes)
+            fresh = new[np.sort(first)]
+            reached.setdefault(key, (dep, []))[1].append(fresh)
             return fresh
 
         root_dep = Dependency(pruning_fn, pruning_fn, source=root, target=root)
@@ -82,20 +180,23 @@ class Graph(tp.DependencyGraph):
                 mapped = current
                 for mapping in new_dep.index_mapping:
                     if mapping is not None:
-                        mapped = mapping(mapped)
+                        too_large(_expanded(mapping, len(mapped)), new_dep)  # before building the array
+                        mapped = _mapped(mapping, mapped)
                 if len(mapped) == 0:
                     continue
                 fresh = admit(new_dep, mapped)
-                if fresh:
+                if fresh is not None:
                     stack.append((new_dep, fresh))
 
         group = Group()
-        for dep, by_idx in reached.values():
+        for dep, parts in reached.values():
             target = dep.target.module
             if any(target is p for p in self.ignored_params):
                 continue
-            hybrid = list(by_idx.values())
-            group.add_dep(dep, _helpers.to_plain_idxs(hybrid))
-            group[len(group) - 1].root_idxs = _helpers.to_root_idxs(hybrid)
+            pos = np.concatenate(parts)
+            _, first = np.unique(pos[:, 0], return_index=True)  # one entry per index: the first root reached
+            pos = pos[np.sort(first)]
+            group.add_dep(dep, pos[:, 0].tolist())
+            group[len(group) - 1].root_idxs = [None if r < 0 else r for r in pos[:, 1].tolist()]
         group._DG = self
         return group

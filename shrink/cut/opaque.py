@@ -120,14 +120,27 @@ class _Owners(TorchFunctionMode):
         super().__init__()
         self.stack: list[nn.Module] = []
         self.owner: dict = {}
+        self.cat_sizes: dict = {}  # a concatenation's grad_fn -> the widths it joined (grouping.py)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            self._record_cat(out, args, kwargs or {})
         if self.stack:
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                     self.owner.setdefault(t.grad_fn, self.stack[-1])
         return out
+
+
+    def _record_cat(self, out, args, kwargs) -> None:
+        tensors = args[0] if args else kwargs.get("tensors", ())
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        if all(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
+            self.cat_sizes[out.grad_fn] = [int(t.shape[dim]) for t in tensors]
+
+
+_CATS = (torch.cat, torch.concat, torch.concatenate)
 
 
 @contextmanager
@@ -177,10 +190,11 @@ class TraceTimeout(Exception):
 class TraceFailure(Exception):
     """torch-pruning failed on this model (internal): the error and the modules it points at."""
 
-    def __init__(self, error: BaseException, suspects: list[nn.Module]) -> None:
+    def __init__(self, error: BaseException, suspects: list[nn.Module], others=()) -> None:
         super().__init__(str(error))
         self.error = error
         self.suspects = suspects
+        self.others = list(others)  # (error, suspects) of further failures found in the same pass
 
 
 def black_box_for(suspects, parents, model, black_boxes) -> nn.Module | None:

@@ -70,7 +70,7 @@ class ReXNet(nn.Module):
 
 
 def _groups(graph_type, model, x) -> dict:
-    """Each group as {root: {(layer, pruning function, (index, root index) pairs)}}, over named layers."""
+    """Each group as {root: {(layer, pruning function, indices)}}, over named layers."""
     dg = graph_type().build_dependency(model, example_inputs=x)
     names = {m: n for n, m in model.named_modules()} | {p: n for n, p in model.named_parameters()}
     out = {}
@@ -79,9 +79,11 @@ def _groups(graph_type, model, x) -> dict:
         for item in group:
             target = item.dep.target.module
             if target in names:
-                # As sets: torch-pruning repeats an index reached twice through a GQA mapping.
-                pairs = tuple(sorted(set(zip(item.idxs, item.root_idxs)), key=str))
-                items.add((names[target], item.dep.handler.__name__, pairs))
+                # As sets: torch-pruning repeats an index reached twice through a GQA mapping. Where
+                # several root channels reach one index (a flatten read back), which root it keeps is
+                # arbitrary (set order), so only the indices are compared.
+                assert len(item.root_idxs) == len(item.idxs)
+                items.add((names[target], item.dep.handler.__name__, tuple(sorted(set(item.idxs)))))
         out[names[group[0].dep.target.module]] = frozenset(items)
     return out
 
