@@ -19,6 +19,7 @@ from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
 from .plan import Plan
+from . import uniform as uniform_widths
 from .uniform import equalise
 from ..layers import hf_config
 
@@ -251,6 +252,7 @@ def compress(
     uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
     if uniform:
         steps = equalise(traced, steps, p=norm)
+        kinds = uniform_widths.kinds_of(traced)  # before the cut narrows the layers
     kept_whole = {**traced.kept_groups(), **unranked}
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
@@ -267,6 +269,13 @@ def compress(
                         strict=strict)
     if strict and outcome.broken:
         raise _strict_error(outcome.broken)
+    if uniform and outcome.broken:  # a kind kept whole in one layer stays whole in all (uniform.py)
+        outcome = uniform_widths.keep_kinds_whole(
+            outcome, kinds, lambda rest: heal.heal(graph.trace(fresh(), example_inputs, ignore=ignore,
+                                                               timeout=trace_timeout),
+                                                   rest, example_inputs, shapes, fresh, ignore=ignore,
+                                                   timeout=trace_timeout, strict=False),
+            model_is_hf=hf_config.is_hf(work))
     kept_whole.update(outcome.broken)
     work, steps, tracker = outcome.model, outcome.steps, outcome.tracker
     if inplace and work is not model:  # healing rebuilt the model: the caller's object gets its state

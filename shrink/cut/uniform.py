@@ -17,6 +17,7 @@ while each layer still ranks and keeps its *own* best units:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
@@ -24,6 +25,8 @@ from ..layers import attention, hf_config
 from .graph import Traced
 from .importance import group_scores
 from .plan import Step
+
+log = logging.getLogger(__name__)
 
 
 def _lowest(scores, n: int) -> tuple[int, ...]:
@@ -46,14 +49,8 @@ def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
 def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
     """``steps`` with one count of removed units per kind (see the module docstring)."""
     removed = {(s.op, s.layer): s for s in steps}
-    q_names = {traced.names[b.q] for b in traced.blocks}
-    kinds: dict[str, list] = {}
     # Step 1: every candidate (cut or not), by kind.
-    for group in traced.groups:
-        dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
-        kinds.setdefault(_group_kind(traced, group, q_names), []).append(("group", group, dim))
-    for block in traced.blocks:
-        kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
+    kinds = _kinds(traced)
     counts = {}
     can_say = hf_config.expressible(traced.model)
     for kind, members in kinds.items():
@@ -104,6 +101,18 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
     return out
 
 
+def _kinds(traced: Traced) -> dict[str, list]:
+    """{kind: [(op, group or attention block, dim)]} over every candidate, cut or not."""
+    q_names = {traced.names[b.q] for b in traced.blocks}
+    kinds: dict[str, list] = {}
+    for group in traced.groups:
+        dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
+        kinds.setdefault(_group_kind(traced, group, q_names), []).append(("group", group, dim))
+    for block in traced.blocks:
+        kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
+    return kinds
+
+
 def _name(traced: Traced, x) -> str:
     return x.name if isinstance(x, attention.AttentionBlock) else x.root_name
 
@@ -112,3 +121,56 @@ def _whole(op: str, x) -> bool:
     if op == "heads":
         return bool(x.locked) or x.units <= 1
     return x.protected is not None or x.width % x.channel_groups != 0
+
+
+# Uniform widths after self-healing (heal.py): healing keeps whole the groups whose cut breaks
+# the model, one layer at a time, which would leave the other layers of that kind cut and the
+# widths unequal again. A kind kept whole in one layer is then kept whole in every layer.
+
+
+def kinds_of(traced: Traced) -> dict[str, str]:
+    """{step label (group root or attention block): kind}, read off the trace before any cut."""
+    return {_name(traced, x): kind for kind, members in _kinds(traced).items() for _, x, _ in members}
+
+
+def keep_kinds_whole(outcome, kinds: dict[str, str], cut_again, *, model_is_hf: bool):
+    """``outcome`` (heal.Outcome) with every kind that healing kept whole in one layer whole in all.
+
+    Args:
+        outcome: what `heal.heal` returned; ``outcome.broken`` lists the steps it kept whole.
+        kinds: `kinds_of` the first trace.
+        cut_again: ``steps -> Outcome``, healing ``steps`` on a fresh copy of the model.
+        model_is_hf: a Hugging Face config also ties the hidden size to the head count, so where
+            the config cannot describe the result, a kept-whole hidden width keeps the heads
+            whole (and the other way round) too.
+
+    Returns:
+        The outcome of cutting only the kinds cut in every layer; its ``broken`` says, for each
+        step left out, which layer's failure kept its kind whole.
+    """
+    linked = False
+    for _ in range(4):  # each pass only removes steps, so this ends; 4 passes cover the linking
+        whole = {kinds[b]: b for b in sorted(outcome.broken) if b in kinds}
+        if linked and any(k == "hidden" or k.startswith("heads:") for k in whole):
+            first = next(b for k, b in whole.items() if k == "hidden" or k.startswith("heads:"))
+            whole.update({k: first for k in set(kinds.values()) if k == "hidden" or k.startswith("heads:")})
+        drop = [s for s in outcome.steps if kinds.get(s.layer) in whole]
+        if not drop:
+            if model_is_hf and not linked and whole and hf_config.check(outcome.model):
+                linked = True
+                continue
+            return outcome
+        reasons = {s.layer: _why_whole(kinds[s.layer], whole[kinds[s.layer]], outcome.broken) for s in drop}
+        log.info("uniform widths: keeping %d more groups whole (%s)", len(drop), ", ".join(sorted(reasons)))
+        again = cut_again([s for s in outcome.steps if s not in drop])
+        again.broken = {**outcome.broken, **reasons, **again.broken}
+        again.trials += outcome.trials
+        outcome = again
+    return outcome
+
+
+def _why_whole(kind: str, cause: str, broken: dict[str, str]) -> str:
+    what = {"hidden": "the hidden width", "ffn": "the FFN width"}.get(kind.split(":")[0], None)
+    what = what or ("the attention heads" if kind.startswith("heads:") else f"the width of {kind.rsplit(':', 1)[0]!r}")
+    return (f"kept whole so that every layer keeps one width (uniform=True): {what} could not be cut in "
+            f"{cause!r} ({broken[cause]})")
