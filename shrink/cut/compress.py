@@ -20,6 +20,7 @@ from .._util.hashing import state_hash
 from .measure import Measured, Size, count
 from .plan import Plan
 from . import uniform as uniform_widths
+from .experts import expert_steps
 from .uniform import equalise
 from ..layers import hf_config
 
@@ -249,6 +250,7 @@ def compress(
     unranked: dict[str, str] = {}
     steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    steps += expert_steps(work, ratio=ratio, p=norm, ignore=ignore)  # mixture-of-experts FFNs (layers/hf_moe.py)
     uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
     if uniform:
         steps = equalise(traced, steps, p=norm)

@@ -21,7 +21,8 @@ import logging
 import math
 import re
 
-from ..layers import attention, hf_config
+from ..layers import attention, hf_config, hf_moe
+from . import experts
 from .graph import Traced
 from .importance import group_scores
 from .plan import Step
@@ -98,6 +99,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
                 units = _lowest(scores, n // x.channel_groups if x.channel_groups > 1 else n)
                 idx = tuple(sorted(u + g * per for g in range(x.channel_groups) for u in units))
                 out.append(Step("group", x.root_name, dim, idx))
+    if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
+        out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
     return out
 
 
@@ -130,7 +133,8 @@ def _whole(op: str, x) -> bool:
 
 def kinds_of(traced: Traced) -> dict[str, str]:
     """{step label (group root or attention block): kind}, read off the trace before any cut."""
-    return {_name(traced, x): kind for kind, members in _kinds(traced).items() for _, x, _ in members}
+    kinds = {_name(traced, x): kind for kind, members in _kinds(traced).items() for _, x, _ in members}
+    return {**kinds, **{name: "experts" for name, _ in hf_moe.expert_blocks(traced.model)}}
 
 
 def keep_kinds_whole(outcome, kinds: dict[str, str], cut_again, *, model_is_hf: bool):
@@ -170,7 +174,7 @@ def keep_kinds_whole(outcome, kinds: dict[str, str], cut_again, *, model_is_hf: 
 
 
 def _why_whole(kind: str, cause: str, broken: dict[str, str]) -> str:
-    what = {"hidden": "the hidden width", "ffn": "the FFN width"}.get(kind.split(":")[0], None)
+    what = {"hidden": "the hidden width", "ffn": "the FFN width", "experts": "the experts' FFN width"}.get(kind.split(":")[0], None)
     what = what or ("the attention heads" if kind.startswith("heads:") else f"the width of {kind.rsplit(':', 1)[0]!r}")
     return (f"kept whole so that every layer keeps one width (uniform=True): {what} could not be cut in "
             f"{cause!r} ({broken[cause]})")

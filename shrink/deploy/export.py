@@ -29,6 +29,7 @@ from .._util import atomic, checks
 from .._util import inputs as _inputs
 from .export_errors import unsupported_op
 from ..errors import ParityError, ShrinkError, ShrinkValueError
+from ..layers import hf_moe
 
 log = logging.getLogger(__name__)
 TWO_GB = 2 * 1024**3
@@ -323,7 +324,8 @@ def export_onnx(
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
-    with _inputs.evaluating(model), _no_cache(model) as notes:
+    with _inputs.evaluating(model), _no_cache(model) as notes, hf_moe.exportable(model) as moe_notes:
+        notes += moe_notes
         return _export_checked(model, example_inputs, path, dynamic_batch, atol, opset, exporter, batch_dim, notes)
 
 

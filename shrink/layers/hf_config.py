@@ -17,6 +17,7 @@ import re
 import torch
 from torch import nn
 
+from . import hf_moe
 from .attention import find_blocks
 from .rows import is_hf_conv1d, out_rows
 
@@ -75,6 +76,8 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
             rows = out_rows(module)
             if rows is not None:
                 add("ffn", _part(name), rows.shape[0])
+    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN (Mixtral's intermediate_size)
+        add("ffn", _part(name), hf_moe.width(experts))
     return sizes
 
 
