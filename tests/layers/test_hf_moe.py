@@ -108,3 +108,19 @@ def test_onnx_export_at_defaults_switches_experts_implementation_for_export_only
     assert rep.batch_sizes == (1, 3) and rep.max_rel_diff <= 1e-4
     assert any("batched_mm" in n for n in rep.notes)
     assert result.model.config._experts_implementation == "grouped_mm"
+
+
+def test_a_wrong_experts_cut_is_caught_by_the_masking_check_and_kept_whole(monkeypatch):
+    """The experts' cut is checked exactly: cutting other units than the ranked ones is found and undone."""
+    model, x = _mixtral()
+    right = hf_moe.cut
+
+    def off_by_one(experts, removed):
+        n = hf_moe.width(experts)
+        right(experts, [e * n + (j + 1) % n for e, units in enumerate(hf_moe.per_expert(experts, removed))
+                        for j in units])
+
+    monkeypatch.setattr(hf_moe, "cut", off_by_one)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert all("masked" in result.kept_whole[name] for name in EXPERTS), result.kept_whole
+    assert result.model.config.intermediate_size == 64
