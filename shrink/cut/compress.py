@@ -252,10 +252,11 @@ def compress(
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
     steps += expert_steps(work, ratio=ratio, p=norm, ignore=ignore)  # mixture-of-experts FFNs (layers/hf_moe.py)
     uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
+    kept_uniform: dict[str, str] = {}
     if uniform:
-        steps = equalise(traced, steps, p=norm)
+        steps = equalise(traced, steps, p=norm, why=kept_uniform)
         kinds = uniform_widths.kinds_of(traced)  # before the cut narrows the layers
-    kept_whole = {**traced.kept_groups(), **unranked}
+    kept_whole = {**traced.kept_groups(), **unranked, **kept_uniform}
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
     def fresh() -> nn.Module:

@@ -47,9 +47,15 @@ def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
     return f"{pattern}:{group.width}"
 
 
-def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
-    """``steps`` with one count of removed units per kind (see the module docstring)."""
+def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] | None = None) -> list[Step]:
+    """``steps`` with one count of removed units per kind (see the module docstring).
+
+    ``why``, when given, receives {group or block: reason} for each one a step cut before and
+    uniform widths keep whole.
+    """
     removed = {(s.op, s.layer): s for s in steps}
+    reasons: dict[str, str] = {}
+    say = "uniform=True (one width per kind for all layers)"
     # Step 1: every candidate (cut or not), by kind.
     kinds = _kinds(traced)
     counts = {}
@@ -60,6 +66,10 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         fixed = any(_whole(op, x) for op, x, _ in members)
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
         counts[kind] = 0 if fixed or family not in can_say else math.floor(sum(cut) / len(cut))
+        if fixed:
+            reasons[kind] = f"{say}: another layer of its kind stays whole (a model output, ignore=, one head)"
+        elif family not in can_say:
+            reasons[kind] = f"{say}: the Hugging Face config has no field for this width"
     if hf_config.is_hf(traced.model):
         # One config field per kind: a kind spread over several widths (Swin's stages) stays whole.
         for family in ("hidden", "ffn", "heads"):
@@ -67,6 +77,9 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
             sizes = {x.units if op == "heads" else x.width for k in ks for op, x, _ in kinds[k]}
             if len(sizes) > 1:
                 counts.update({k: 0 for k in ks})
+                reasons.update({k: f"{say}: the Hugging Face config has one {family} field for layers of "
+                                   f"several sizes {sorted(sizes)}; uniform=False cuts it (save with shrink.save)"
+                                for k in ks})
     # Step 3: families whose head size is hidden size / heads.
     heads = [k for k in counts if k.startswith("heads:")]
     if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
@@ -76,6 +89,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         kept = min(width, kept_heads * block.heads_per_unit * block.head_dim)
         if counts["hidden"] == 0 and kept < width:  # hidden cannot be cut: neither can the heads
             counts[heads[0]] = 0
+            reasons[heads[0]] = (f"{say}: the config derives the head size from the hidden size, which stays "
+                                 f"whole ({reasons.get('hidden', 'a model output or tied weight')})")
         else:
             counts["hidden"] = width - kept
     elif "hidden" in counts and len(heads) == 1 and hf_config.is_hf(traced.model) and counts["hidden"]:
@@ -89,6 +104,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         for op, x, dim in members:
             n = counts[kind]
             if n == 0:
+                if why is not None and (op, _name(traced, x)) in removed:
+                    why[_name(traced, x)] = reasons.get(kind, f"{say}: the mean count over its layers is 0")
                 continue
             if op == "heads":
                 units = _lowest(attention.unit_scores(x, p), n)
