@@ -75,11 +75,15 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         for family in ("hidden", "ffn", "heads"):
             ks = [k for k in counts if k.split(":")[0] == family]
             sizes = {x.units if op == "heads" else x.width for k in ks for op, x, _ in kinds[k]}
-            if len(sizes) > 1:
+            if len(sizes) > 1 and family == "ffn" and hf_config.ffn_ratio_field(traced.model):
+                counts.update(_one_ratio(traced, {k: kinds[k] for k in ks}, counts))
+            elif len(sizes) > 1:
                 counts.update({k: 0 for k in ks})
-                reasons.update({k: f"{say}: the Hugging Face config has one {family} field for layers of "
-                                   f"several sizes {sorted(sizes)}; uniform=False cuts it (save with shrink.save)"
-                                for k in ks})
+                what = (f"derives the head counts and head sizes of layers of several sizes {sorted(sizes)} "
+                        "from shared fields" if family == "heads" else
+                        f"has one {family} field for layers of several sizes {sorted(sizes)}")
+                reasons.update({k: f"{say}: the Hugging Face config {what}; uniform=False cuts it (save with "
+                                   "shrink.save)" for k in ks})
     # Step 3: families whose head size is hidden size / heads.
     heads = [k for k in counts if k.startswith("heads:")]
     if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
@@ -119,6 +123,23 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
     return out
+
+
+def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> dict[str, int]:
+    """FFN kinds of several widths that one ratio field states (Swin's ``mlp_ratio``): each loses the
+    same fraction, so that every kept width is int(new ratio x its layer's width)."""
+    widths = {}  # kind -> (FFN units, layer width)
+    for kind, members in kinds.items():
+        layer = traced.model.get_submodule(members[0][1].root_name)
+        rows = attention.out_rows(layer)
+        if rows is None or rows.dim() != 2:
+            return {k: 0 for k in kinds}
+        widths[kind] = (int(rows.shape[0]), int(rows.shape[1]))
+    cut = sum(counts[k] for k in kinds)
+    fraction = cut / sum(u for u, _ in widths.values())
+    units, width = min(widths.values(), key=lambda p: p[1])
+    ratio = max(1, round(units * (1 - fraction))) / width  # read off the narrowest layer, as hf_config does
+    return {k: u - max(1, int(ratio * w)) for k, (u, w) in widths.items()}
 
 
 def _kinds(traced: Traced) -> dict[str, list]:

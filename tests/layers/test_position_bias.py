@@ -88,3 +88,6 @@ def test_swin_with_uniform_widths_says_why_its_config_cannot_follow():
     result = shrink.compress(model, x, ratio=0.5)
     attention = "swin.encoder.layers.0.blocks.0.attention"
     assert "several sizes" in result.kept_whole[attention] and "uniform=False" in result.kept_whole[attention]
+    # Its FFN is cut all the same: one mlp_ratio states every stage's width (int(mlp_ratio * dim) units).
+    fc1 = [result.model.get_submodule(f"swin.encoder.layers.{i}.blocks.0.mlp.fc1").out_features for i in range(2)]
+    assert fc1 == [32, 64] and result.model.config.mlp_ratio == 2.0
