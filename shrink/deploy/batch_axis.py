@@ -94,3 +94,18 @@ def find(model: nn.Module, example_inputs) -> int | None:
         if independent_along(model, example_inputs, dim):
             return dim
     return None
+
+
+def choose(model: nn.Module, example_inputs, dynamic_batch: bool, notes: list[str]) -> int:
+    """export_onnx's batch_dim=None: `find`'s dimension, else 0; ``notes`` say when it is not 0 or not found."""
+    if not dynamic_batch:
+        return 0
+    found = find(model, example_inputs)
+    if found is None:
+        notes.append("could not confirm the batch axis (samples joined along dimension 0 or 1 come out mixed, "
+                      "or the model does not run on them): exported with batch_dim=0; pass batch_dim= to choose")
+        return 0
+    if found != 0:
+        notes.append(f"found the batch on dimension {found}: samples joined along dimension 0 come out mixed "
+                     f"(a sequence-first model), along dimension {found} unmixed; exported with batch_dim={found}")
+    return found

@@ -331,7 +331,7 @@ def export_onnx(
     with _inputs.evaluating(model), _no_cache(model) as notes, hf_moe.exportable(model) as moe_notes:
         notes += moe_notes
         if batch_dim is None:
-            batch_dim = _find_batch_dim(model, example_inputs, dynamic_batch, notes)
+            batch_dim = batch_axis.choose(model, example_inputs, dynamic_batch, notes)
         return _export_checked(model, example_inputs, path, dynamic_batch, atol, opset, exporter, batch_dim, notes)
 
 
@@ -388,21 +388,6 @@ def _export_checked(model, example_inputs, path: Path, dynamic_batch, atol, opse
     raise cls(f"ONNX export failed with every exporter tried ({listed}).{hint} Try exporter='dynamo' or "
               "'torchscript' alone, dynamic_batch=False, or keep the failing layer out of the exported model."
               ) from errors[-1][1]
-
-
-def _find_batch_dim(model, example_inputs, dynamic_batch: bool, notes: list[str]) -> int:
-    """batch_dim=None: the dimension the samples are independent along (batch_axis.py), else 0."""
-    if not dynamic_batch:
-        return 0
-    found = batch_axis.find(model, example_inputs)
-    if found is None:
-        notes.append("could not confirm the batch axis (samples joined along dimension 0 or 1 come out mixed, "
-                      "or the model does not run on them): exported with batch_dim=0; pass batch_dim= to choose")
-        return 0
-    if found != 0:
-        notes.append(f"found the batch on dimension {found}: samples joined along dimension 0 come out mixed "
-                     f"(a sequence-first model), along dimension {found} unmixed; exported with batch_dim={found}")
-    return found
 
 
 def _first_lines(exc: Exception, limit: int = 400) -> str:
