@@ -42,11 +42,24 @@ NOTES = """
 What is cut at ratio 0.5 with uniform widths: heads, FFN and hidden width where the config can
 state them. The base models (BERT, RoBERTa, DistilBERT) and the encoder-decoders (T5, BART,
 Whisper) return their hidden states, so the hidden width stays whole; where the family derives the
-head size from the hidden size (BERT, RoBERTa, DistilBERT, BART, Whisper, BLOOM) the heads stay
-with it, and only the FFN is cut. T5 and Swin keep their heads (relative position bias per head),
-BLOOM its heads (ALiBi) and its FFN (always 4 x hidden), Swin its stage widths (one config field
-for several widths), Mixtral its experts and router (stored as 3-D tensors; its heads are cut).
-Mixtral's ONNX export fails in torch.onnx (no ONNX function for transformers' grouped_mm).
+head size from the hidden size (BERT, RoBERTa, DistilBERT, BART, Whisper) the heads stay with it,
+and only the FFN is cut.
+- T5: heads cut with their columns of the relative position bias table; every self-attention
+  layer of a stack keeps the same heads (the first layer's bias is added in all of them).
+- Mixtral: every expert's FFN loses the same count of units (each expert its own lowest-scored;
+  config intermediate_size), checked exactly against zeroed down-projection columns; the router
+  and the hidden width it reads stay whole; heads are cut. ONNX: exported with
+  experts_implementation="batched_mm" (transformers' default grouped_mm has no ONNX translation),
+  set back to the model's own afterwards.
+- Swin: every stage's FFN loses one fraction, stated by mlp_ratio; heads stay whole at uniform
+  widths, since the config derives each stage's head size from its width (width / num_heads);
+  with uniform=False they are cut with their bias-table columns (save with shrink.save). Stage
+  widths stay whole (one embed_dim for several widths).
+- BLOOM: nothing is cut. Heads: ALiBi slopes are recomputed from the head count, so a kept head
+  would get another slope (only every other head of a power-of-two count keeps its slope), and
+  the config derives head size = hidden / n_head, so fewer heads need the hidden width cut with
+  them. FFN: always 4 x hidden (no config field). Hidden width: it sets head size and FFN width,
+  so it could only shrink together with both (not done).
 """
 
 

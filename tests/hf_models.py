@@ -112,5 +112,6 @@ FAMILIES = {
         decoder_start_token_id=1, pad_token_id=0, bos_token_id=1, eos_token_id=2, suppress_tokens=[],
         begin_suppress_tokens=[])), whisper_inputs),
 }
-# Kept whole where the config cannot describe a cut: Swin (stage widths, relative position bias per
-# head: nothing is cut today), Mixtral's experts and router (its attention heads are cut).
+# Kept whole where the config cannot describe a cut: Swin's stage widths and heads (its FFN is cut,
+# stated by mlp_ratio), Mixtral's router and the hidden width it reads (experts' FFNs and heads are cut),
+# BLOOM (ALiBi slopes follow the head count; FFN fixed at 4 x hidden).

@@ -19,6 +19,8 @@ from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
 from .plan import Plan
+from . import uniform as uniform_widths
+from .experts import expert_steps
 from .uniform import equalise
 from ..layers import hf_config
 
@@ -248,10 +250,13 @@ def compress(
     unranked: dict[str, str] = {}
     steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
     steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+    steps += expert_steps(work, ratio=ratio, p=norm, ignore=ignore)  # mixture-of-experts FFNs (layers/hf_moe.py)
     uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
+    kept_uniform: dict[str, str] = {}
     if uniform:
-        steps = equalise(traced, steps, p=norm)
-    kept_whole = {**traced.kept_groups(), **unranked}
+        steps = equalise(traced, steps, p=norm, why=kept_uniform)
+        kinds = uniform_widths.kinds_of(traced)  # before the cut narrows the layers
+    kept_whole = {**traced.kept_groups(), **unranked, **kept_uniform}
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
     def fresh() -> nn.Module:
@@ -267,6 +272,13 @@ def compress(
                         strict=strict)
     if strict and outcome.broken:
         raise _strict_error(outcome.broken)
+    if uniform and outcome.broken:  # a kind kept whole in one layer stays whole in all (uniform.py)
+        outcome = uniform_widths.keep_kinds_whole(
+            outcome, kinds, lambda rest: heal.heal(graph.trace(fresh(), example_inputs, ignore=ignore,
+                                                               timeout=trace_timeout),
+                                                   rest, example_inputs, shapes, fresh, ignore=ignore,
+                                                   timeout=trace_timeout, strict=False),
+            model_is_hf=hf_config.is_hf(work))
     kept_whole.update(outcome.broken)
     work, steps, tracker = outcome.model, outcome.steps, outcome.tracker
     if inplace and work is not model:  # healing rebuilt the model: the caller's object gets its state

@@ -14,8 +14,10 @@ class Step:
     """One cut, in the order it was made.
 
     Attributes:
-        op: ``"group"`` (a coupled channel group, cut through the dependency graph) or ``"heads"``
-            (whole attention heads, or key/value groups, cut inside one attention block).
+        op: ``"group"`` (a coupled channel group, cut through the dependency graph), ``"heads"``
+            (whole attention heads, or key/value groups, cut inside one attention block),
+            ``"head_dims"``, or ``"experts"`` (the FFN units of every expert of a mixture-of-experts
+            block, ``removed`` as ``expert * intermediate + unit``; layers/hf_moe.py).
         layer: the group's root layer, or the attention block, by qualified name.
         dim: ``"out"``/``"in"`` for a group's root; ``"heads"`` for a head cut.
         removed: indices removed, in the layer's coordinates at the time of the cut.
@@ -48,7 +50,8 @@ class Step:
         for key in ("op", "layer", "dim", "partner"):
             if not isinstance(d.get(key, ""), str):
                 raise PlanMismatchError(f"a plan step's {key!r} must be a string; found {_kind(d[key])}")
-        dims = {"group": ("out", "in"), "heads": ("heads",), "head_dims": ("head_dims",)}
+        dims = {"group": ("out", "in"), "heads": ("heads",), "head_dims": ("head_dims",),
+                "experts": ("experts",)}
         if d["op"] not in dims:
             raise PlanMismatchError(f"unknown plan step {d['op']!r} (this shrink knows {sorted(dims)}); "
                                     "the plan was written by another version of shrink")

@@ -14,7 +14,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config, registry, tied_attention
+from ..layers import attention, hf_config, hf_moe, registry, tied_attention
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -90,6 +90,8 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
                 size = layer.out_features if dim == "out" else layer.in_features
                 tracker.cut(names[layer], dim, size, removed)
             tied_attention.cut_dims(block, list(step.removed))
+        elif step.op == "experts":
+            _cut_experts(_get(modules, step.layer, step), step, tracker)
         else:
             raise PlanMismatchError(f"unknown plan step {step.op!r}; the plan was written by a newer shrink")
     _rescale_mha_queries(mha_head_dims)
@@ -126,6 +128,21 @@ def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker)
             now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
         tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
     group.prune(record_history=False)
+
+
+def _cut_experts(experts: nn.Module, step: Step, tracker: Tracker) -> None:
+    """Every expert of a mixture-of-experts block loses the same FFN units (layers/hf_moe.py)."""
+    if not hf_moe.cuttable(experts):
+        raise PlanMismatchError(f"the plan cuts the experts of {step.layer!r}, which holds no stacked experts "
+                                "shrink can cut. Load the plan onto the architecture it was made from.")
+    size = int(experts.down_proj.shape[0]) * hf_moe.width(experts)
+    try:
+        hf_moe.per_expert(experts, step.removed)
+    except ValueError as exc:
+        raise PlanMismatchError(f"the plan's cut of the experts of {step.layer!r} does not fit: {exc}. "
+                                "Load the plan onto the architecture it was made from.") from exc
+    tracker.cut(step.layer, "experts", size, step.removed)
+    hf_moe.cut(experts, step.removed)
 
 
 def _rescale_mha_queries(head_dims: dict[nn.MultiheadAttention, int]) -> None:

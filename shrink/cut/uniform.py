@@ -17,13 +17,17 @@ while each layer still ranks and keeps its *own* best units:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
-from ..layers import attention, hf_config
+from ..layers import attention, hf_config, hf_moe
+from . import experts
 from .graph import Traced
 from .importance import group_scores
 from .plan import Step
+
+log = logging.getLogger(__name__)
 
 
 def _lowest(scores, n: int) -> tuple[int, ...]:
@@ -43,17 +47,17 @@ def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
     return f"{pattern}:{group.width}"
 
 
-def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
-    """``steps`` with one count of removed units per kind (see the module docstring)."""
+def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] | None = None) -> list[Step]:
+    """``steps`` with one count of removed units per kind (see the module docstring).
+
+    ``why``, when given, receives {group or block: reason} for each one a step cut before and
+    uniform widths keep whole.
+    """
     removed = {(s.op, s.layer): s for s in steps}
-    q_names = {traced.names[b.q] for b in traced.blocks}
-    kinds: dict[str, list] = {}
+    reasons: dict[str, str] = {}
+    say = "uniform=True (one width per kind for all layers)"
     # Step 1: every candidate (cut or not), by kind.
-    for group in traced.groups:
-        dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
-        kinds.setdefault(_group_kind(traced, group, q_names), []).append(("group", group, dim))
-    for block in traced.blocks:
-        kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
+    kinds = _kinds(traced)
     counts = {}
     can_say = hf_config.expressible(traced.model)
     for kind, members in kinds.items():
@@ -62,13 +66,24 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         fixed = any(_whole(op, x) for op, x, _ in members)
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
         counts[kind] = 0 if fixed or family not in can_say else math.floor(sum(cut) / len(cut))
+        if fixed:
+            reasons[kind] = f"{say}: another layer of its kind stays whole (a model output, ignore=, one head)"
+        elif family not in can_say:
+            reasons[kind] = f"{say}: the Hugging Face config has no field for this width"
     if hf_config.is_hf(traced.model):
         # One config field per kind: a kind spread over several widths (Swin's stages) stays whole.
         for family in ("hidden", "ffn", "heads"):
             ks = [k for k in counts if k.split(":")[0] == family]
             sizes = {x.units if op == "heads" else x.width for k in ks for op, x, _ in kinds[k]}
-            if len(sizes) > 1:
+            if len(sizes) > 1 and family == "ffn" and hf_config.ffn_ratio_field(traced.model):
+                counts.update(_one_ratio(traced, {k: kinds[k] for k in ks}, counts))
+            elif len(sizes) > 1:
                 counts.update({k: 0 for k in ks})
+                what = (f"derives the head counts and head sizes of layers of several sizes {sorted(sizes)} "
+                        "from shared fields" if family == "heads" else
+                        f"has one {family} field for layers of several sizes {sorted(sizes)}")
+                reasons.update({k: f"{say}: the Hugging Face config {what}; uniform=False cuts it (save with "
+                                   "shrink.save)" for k in ks})
     # Step 3: families whose head size is hidden size / heads.
     heads = [k for k in counts if k.startswith("heads:")]
     if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
@@ -78,6 +93,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         kept = min(width, kept_heads * block.heads_per_unit * block.head_dim)
         if counts["hidden"] == 0 and kept < width:  # hidden cannot be cut: neither can the heads
             counts[heads[0]] = 0
+            reasons[heads[0]] = (f"{say}: the config derives the head size from the hidden size, which stays "
+                                 f"whole ({reasons.get('hidden', 'a model output or tied weight')})")
         else:
             counts["hidden"] = width - kept
     elif "hidden" in counts and len(heads) == 1 and hf_config.is_hf(traced.model) and counts["hidden"]:
@@ -91,6 +108,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
         for op, x, dim in members:
             n = counts[kind]
             if n == 0:
+                if why is not None and (op, _name(traced, x)) in removed:
+                    why[_name(traced, x)] = reasons.get(kind, f"{say}: the mean count over its layers is 0")
                 continue
             if op == "heads":
                 units = _lowest(attention.unit_scores(x, p), n)
@@ -101,7 +120,38 @@ def equalise(traced: Traced, steps: list[Step], *, p: int) -> list[Step]:
                 units = _lowest(scores, n // x.channel_groups if x.channel_groups > 1 else n)
                 idx = tuple(sorted(u + g * per for g in range(x.channel_groups) for u in units))
                 out.append(Step("group", x.root_name, dim, idx))
+    if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
+        out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
     return out
+
+
+def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> dict[str, int]:
+    """FFN kinds of several widths that one ratio field states (Swin's ``mlp_ratio``): each loses the
+    same fraction, so that every kept width is int(new ratio x its layer's width)."""
+    widths = {}  # kind -> (FFN units, layer width)
+    for kind, members in kinds.items():
+        layer = traced.model.get_submodule(members[0][1].root_name)
+        rows = attention.out_rows(layer)
+        if rows is None or rows.dim() != 2:
+            return {k: 0 for k in kinds}
+        widths[kind] = (int(rows.shape[0]), int(rows.shape[1]))
+    cut = sum(counts[k] for k in kinds)
+    fraction = cut / sum(u for u, _ in widths.values())
+    units, width = min(widths.values(), key=lambda p: p[1])
+    ratio = max(1, round(units * (1 - fraction))) / width  # read off the narrowest layer, as hf_config does
+    return {k: u - max(1, int(ratio * w)) for k, (u, w) in widths.items()}
+
+
+def _kinds(traced: Traced) -> dict[str, list]:
+    """{kind: [(op, group or attention block, dim)]} over every candidate, cut or not."""
+    q_names = {traced.names[b.q] for b in traced.blocks}
+    kinds: dict[str, list] = {}
+    for group in traced.groups:
+        dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
+        kinds.setdefault(_group_kind(traced, group, q_names), []).append(("group", group, dim))
+    for block in traced.blocks:
+        kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
+    return kinds
 
 
 def _name(traced: Traced, x) -> str:
@@ -112,3 +162,57 @@ def _whole(op: str, x) -> bool:
     if op == "heads":
         return bool(x.locked) or x.units <= 1
     return x.protected is not None or x.width % x.channel_groups != 0
+
+
+# Uniform widths after self-healing (heal.py): healing keeps whole the groups whose cut breaks
+# the model, one layer at a time, which would leave the other layers of that kind cut and the
+# widths unequal again. A kind kept whole in one layer is then kept whole in every layer.
+
+
+def kinds_of(traced: Traced) -> dict[str, str]:
+    """{step label (group root or attention block): kind}, read off the trace before any cut."""
+    kinds = {_name(traced, x): kind for kind, members in _kinds(traced).items() for _, x, _ in members}
+    return {**kinds, **{name: "experts" for name, _ in hf_moe.expert_blocks(traced.model)}}
+
+
+def keep_kinds_whole(outcome, kinds: dict[str, str], cut_again, *, model_is_hf: bool):
+    """``outcome`` (heal.Outcome) with every kind that healing kept whole in one layer whole in all.
+
+    Args:
+        outcome: what `heal.heal` returned; ``outcome.broken`` lists the steps it kept whole.
+        kinds: `kinds_of` the first trace.
+        cut_again: ``steps -> Outcome``, healing ``steps`` on a fresh copy of the model.
+        model_is_hf: a Hugging Face config also ties the hidden size to the head count, so where
+            the config cannot describe the result, a kept-whole hidden width keeps the heads
+            whole (and the other way round) too.
+
+    Returns:
+        The outcome of cutting only the kinds cut in every layer; its ``broken`` says, for each
+        step left out, which layer's failure kept its kind whole.
+    """
+    linked = False
+    for _ in range(4):  # each pass only removes steps, so this ends; 4 passes cover the linking
+        whole = {kinds[b]: b for b in sorted(outcome.broken) if b in kinds}
+        if linked and any(k == "hidden" or k.startswith("heads:") for k in whole):
+            first = next(b for k, b in whole.items() if k == "hidden" or k.startswith("heads:"))
+            whole.update({k: first for k in set(kinds.values()) if k == "hidden" or k.startswith("heads:")})
+        drop = [s for s in outcome.steps if kinds.get(s.layer) in whole]
+        if not drop:
+            if model_is_hf and not linked and whole and hf_config.check(outcome.model):
+                linked = True
+                continue
+            return outcome
+        reasons = {s.layer: _why_whole(kinds[s.layer], whole[kinds[s.layer]], outcome.broken) for s in drop}
+        log.info("uniform widths: keeping %d more groups whole (%s)", len(drop), ", ".join(sorted(reasons)))
+        again = cut_again([s for s in outcome.steps if s not in drop])
+        again.broken = {**outcome.broken, **reasons, **again.broken}
+        again.trials += outcome.trials
+        outcome = again
+    return outcome
+
+
+def _why_whole(kind: str, cause: str, broken: dict[str, str]) -> str:
+    what = {"hidden": "the hidden width", "ffn": "the FFN width", "experts": "the experts' FFN width"}.get(kind.split(":")[0], None)
+    what = what or ("the attention heads" if kind.startswith("heads:") else f"the width of {kind.rsplit(':', 1)[0]!r}")
+    return (f"kept whole so that every layer keeps one width (uniform=True): {what} could not be cut in "
+            f"{cause!r} ({broken[cause]})")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import attention
+from ..layers import attention, hf_moe
 from ..layers.rows import is_hf_conv1d
 from .graph import Group, Traced
 from .plan import Step
@@ -82,8 +82,8 @@ def _known(module: nn.Module) -> bool:
 
 
 def step_is_exact(traced: Traced, step: Step) -> bool:
-    if step.op == "heads":
-        return True  # heads are independent; head_dim is kept, so attention scores are unchanged
+    if step.op in ("heads", "experts"):
+        return True  # heads are independent (head_dim kept); an expert's unit is one down column
     if step.op == "head_dims":
         return False  # narrower heads rescale q·k (layers/tied_attention.py): not plain masking
     group = find_group(traced, step)
@@ -105,6 +105,8 @@ def _readouts(traced: Traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
         out_cut = attention.cuts(block, list(step.removed))[-1]
         return [(out_cut[0], list(out_cut[2]))]
     modules = dict(traced.model.named_modules())
+    if step.op == "experts":  # zeroed inside the experts' stacked weights (see zeroed_readouts)
+        return [(modules[step.layer], list(step.removed))]
     root = modules[step.layer]
     pruner = traced.dg.get_pruner_of_module(root)
     fn = pruner.prune_out_channels if step.dim == "out" else pruner.prune_in_channels
@@ -138,12 +140,22 @@ def zeroed_readouts(readouts: list[tuple[nn.Module, list[int]]]) -> Iterator[Non
 
         return pre
 
-    handles = [m.register_forward_pre_hook(hook_for(m, idxs)) for m, idxs in by_module.items()]
+    # Mixture-of-experts units are read inside one module: their down columns are zeroed in place.
+    experts = {m: idxs for m, idxs in by_module.items() if hf_moe.cuttable(m)}
+    saved = {m: m.down_proj.detach().clone() for m in experts}
+    with torch.no_grad():
+        for m, idxs in experts.items():
+            for e, units in enumerate(hf_moe.per_expert(m, sorted(idxs))):
+                m.down_proj[e][:, units] = 0
+    handles = [m.register_forward_pre_hook(hook_for(m, idxs)) for m, idxs in by_module.items() if m not in experts]
     try:
         yield
     finally:
         for h in handles:
             h.remove()
+        with torch.no_grad():
+            for m, weight in saved.items():
+                m.down_proj.copy_(weight)
 
 
 def readouts(traced: Traced, steps: list[Step]) -> list[tuple[nn.Module, list[int]]]:

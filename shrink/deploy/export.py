@@ -29,6 +29,8 @@ from .._util import atomic, checks
 from .._util import inputs as _inputs
 from .export_errors import unsupported_op
 from ..errors import ParityError, ShrinkError, ShrinkValueError
+from ..layers import hf_moe
+from . import batch_axis
 
 log = logging.getLogger(__name__)
 TWO_GB = 2 * 1024**3
@@ -266,7 +268,7 @@ def export_onnx(
     opset: int | None = None,
     exporter: str = "auto",
     overwrite: bool = False,
-    batch_dim: int = 0,
+    batch_dim: int | None = None,
 ) -> ExportReport:
     """Export ``model`` to ONNX at ``path`` and check ONNX Runtime agrees with PyTorch.
 
@@ -283,7 +285,10 @@ def export_onnx(
             disagrees), "dynamo" or "torchscript".
         overwrite: replace an existing file.
         batch_dim: the batch axis of inputs and outputs: 0, or 1 for sequence-first models
-            (``nn.LSTM`` without ``batch_first``, ``nn.MultiheadAttention``).
+            (``nn.LSTM`` without ``batch_first``, ``nn.MultiheadAttention``). None (the default)
+            finds it by running the model on two inputs joined along dimension 0, then 1: the
+            batch is the one along which they come out unmixed (batch_axis.py); the report's
+            ``notes`` say when that is not dimension 0, or when neither could be confirmed.
 
     A model with a KV cache (Hugging Face ``use_cache=True``) is exported without it; the
     report's ``notes`` say so. The exporters' own output is logged at debug level.
@@ -312,7 +317,7 @@ def export_onnx(
     checks.number(atol, name="atol", low=0, example=" atol=1e-4 is the default.")
     if opset is not None:
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")
-    if isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0:
+    if batch_dim is not None and (isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0):
         raise ShrinkValueError(f"batch_dim must be a dimension index such as 0 or 1; got {batch_dim!r}")
     if dynamic_batch and _inputs.is_nested(example_inputs):
         raise ShrinkValueError(
@@ -323,7 +328,10 @@ def export_onnx(
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
-    with _inputs.evaluating(model), _no_cache(model) as notes:
+    with _inputs.evaluating(model), _no_cache(model) as notes, hf_moe.exportable(model) as moe_notes:
+        notes += moe_notes
+        if batch_dim is None:
+            batch_dim = batch_axis.choose(model, example_inputs, dynamic_batch, notes)
         return _export_checked(model, example_inputs, path, dynamic_batch, atol, opset, exporter, batch_dim, notes)
 
 

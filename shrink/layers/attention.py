@@ -9,12 +9,12 @@ read it, so ``num_key_value_groups`` stays valid.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from . import hf_attention
+from . import hf_attention, registry
 from .tied_attention import is_tied
 from .rows import is_linear_like, out_rows, slice_linear_in, slice_linear_out
 
@@ -43,6 +43,8 @@ class AttentionBlock:
         locked: why its heads cannot be cut (e.g. ALiBi slopes per head), or None.
         interleaved: a fused layer laid out per head, [head, (q, k, v), head_dim] (GPT-NeoX),
             instead of [q | k | v].
+        shares: blocks with the same non-empty key must keep the same heads (T5's stack adds its
+            first layer's position bias in every layer); ``partners`` lists them, this one included.
     """
 
     name: str
@@ -57,6 +59,8 @@ class AttentionBlock:
     head_dim: int
     locked: str | None = None
     interleaved: bool = False
+    shares: str = ""
+    partners: list = field(default_factory=list)
 
     @property
     def units(self) -> int:
@@ -114,9 +118,14 @@ def find_blocks(model: nn.Module) -> list[AttentionBlock]:
         if heads % kv_heads:
             continue
         block = AttentionBlock(name, module, q, k, v, None, fused, heads, kv_heads, head_dim)
-        block.locked = hf_attention.locked(module)
+        block.locked = hf_attention.locked(module, heads)
+        block.shares = registry.shared_heads(name, module)
         block.interleaved = fused and hf_attention.interleaved(module)
         blocks.append(block)
+    # Blocks that must keep the same heads (T5's stack reuses its first layer's bias) rank them together.
+    for block in blocks:
+        if block.shares:
+            block.partners = [b for b in blocks if b.shares == block.shares and b.units == block.units]
     return blocks
 
 
@@ -134,6 +143,17 @@ def _rows_of_unit(block: AttentionBlock, unit: int) -> dict[str, list[int]]:
 
 def unit_scores(block: AttentionBlock, p: int) -> torch.Tensor:
     """Lp norm of each unit's q, k and v rows taken together (a head's own weights).
+
+    Blocks that must keep the same heads (``partners``) share one score: the sum of theirs, so
+    every one of them ranks its heads alike.
+    """
+    if len(block.partners) > 1:
+        return sum(_own_scores(b, p) for b in block.partners)
+    return _own_scores(block, p)
+
+
+def _own_scores(block: AttentionBlock, p: int) -> torch.Tensor:
+    """`unit_scores` of one block on its own.
 
     A unit's rows are contiguous in each of q, k and v (see `_rows_of_unit`), so each role's
     rows reshape to [units, rows per unit * fan_in] and are summed at once.
@@ -185,6 +205,8 @@ def remove_units(block: AttentionBlock, units: list[int]) -> None:
         n = out_rows(layer).shape[0] if dim == "out" else out_rows(layer).shape[1]
         keep = [i for i in range(n) if i not in set(removed)]
         (slice_linear_out if dim == "out" else slice_linear_in)(layer, keep)
+    r = block.heads_per_unit
+    registry.cut_heads(block.module, [u * r + i for u in range(block.units) if u not in set(units) for i in range(r)])
     kept_units = block.units - len(set(units))
     block.num_heads = kept_units * block.heads_per_unit
     block.num_kv_heads = kept_units

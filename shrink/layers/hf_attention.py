@@ -6,21 +6,27 @@ width group either) but leaves their heads whole, for a reason a report can show
 - BLOOM and the original Falcon layout interleave q, k and v per head ([head, 3, head_dim]) and
   BLOOM's ALiBi slopes are a function of the head count, so the kept heads would see other slopes.
 - Falcon's new decoder architecture groups rows per key/value head ([kv, q.. k v, head_dim]).
-- Swin adds a learned relative position bias per head, a table read by head index; T5 computes
-  one in its first layer and adds it, head by head, in every layer.
+- (Swin's and T5's relative position bias tables, one column per head, are cut with the heads:
+  position_bias.py; only a table laid out otherwise keeps the heads whole.)
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from . import position_bias
+
 
 def _from_transformers(module: nn.Module) -> bool:
     return type(module).__module__.startswith("transformers.")
 
 
-def locked(module: nn.Module) -> str | None:
-    """Why the heads of this attention module must stay whole, or None when they can be cut."""
+def locked(module: nn.Module, heads: int | None = None) -> str | None:
+    """Why the heads of this attention module must stay whole, or None when they can be cut.
+
+    ``heads``: the block's head count; per-head position bias tables with one column per head
+    are cut with the heads (position_bias.py).
+    """
     if not _from_transformers(module):
         return None
     name = type(module).__name__
@@ -28,10 +34,8 @@ def locked(module: nn.Module) -> str | None:
         return "ALiBi slopes per head and q/k/v interleaved per head"
     if name.startswith("Falcon") and not getattr(module, "multi_query", False):
         return "q/k/v interleaved per head (Falcon layout)"
-    if any(hasattr(m, "relative_position_bias_table") for m in module.modules()):
-        return "a relative position bias per head"
-    if hasattr(module, "has_relative_attention_bias"):
-        return "a relative position bias per head, computed once and shared by every layer (T5 layout)"
+    if position_bias.has_tables(module) and (heads is None or not position_bias.cuttable(module, heads)):
+        return "a relative position bias table whose columns are not one per head"
     return None
 
 

@@ -17,6 +17,7 @@ import re
 import torch
 from torch import nn
 
+from . import hf_moe
 from .attention import find_blocks
 from .rows import is_hf_conv1d, out_rows
 
@@ -75,6 +76,8 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
             rows = out_rows(module)
             if rows is not None:
                 add("ffn", _part(name), rows.shape[0])
+    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN (Mixtral's intermediate_size)
+        add("ffn", _part(name), hf_moe.width(experts))
     return sizes
 
 
@@ -91,7 +94,10 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
     """
     config = model.config
     after = measure(model, blocks)
-    problems = [f"{kind} differs between layers: {values}" for kind, values in sorted(nonuniform(after).items())]
+    # Kinds of several widths before (Swin's stages) are derived by the config from other fields;
+    # check() below says whether it derives them right.
+    problems = [f"{kind} differs between layers: {values}" for kind, values in sorted(nonuniform(after).items())
+                if len(before.get(kind, ())) <= 1]
     if problems:
         return problems
     mapped = getattr(config, "attribute_map", {}) or {}
@@ -108,7 +114,12 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
                     setattr(config, name, new)
                 except AttributeError:
                     continue  # a read-only property derived from the other fields (Falcon's head_dim)
-    if "head_dim" in after and getattr(config, "head_dim", None) is None:
+    field = ffn_ratio_field(model)
+    ratio = ratio_for_widths([(u, w) for _, u, w in ffn_layers(model)]) if field else None
+    if ratio is not None:  # Swin: int(mlp_ratio * dim) units in every stage
+        setattr(config, field, ratio)
+    one_head_dim = len(after.get("head_dim", ())) == 1 and len(after.get("heads", ())) == 1  # not Swin's stages
+    if one_head_dim and getattr(config, "head_dim", None) is None:
         try:  # state it: families that read config.head_dim otherwise derive it from the hidden size
             config.head_dim = next(iter(after["head_dim"]))
         except AttributeError:
@@ -148,7 +159,38 @@ def expressible(model: nn.Module) -> set[str]:
         names = [n for k, ns in FIELDS.items() if k.endswith(kind) for n in ns]
         if any(n in vars(config) or n in (getattr(config, "attribute_map", {}) or {}) for n in names):
             kinds.add(kind)
+    if ffn_ratio_field(model):
+        kinds.add("ffn")
     return kinds
+
+
+def ffn_ratio_field(model: nn.Module) -> str | None:
+    """The config field that states every FFN width as a ratio of its layer's width (Swin's
+    ``mlp_ratio``: fc1 has ``int(mlp_ratio * dim)`` units), where there is no FFN width field."""
+    config = getattr(model, "config", None)
+    if config is None or any(n in vars(config) for k, ns in FIELDS.items() if k.endswith("ffn") for n in ns):
+        return None
+    value = getattr(config, "mlp_ratio", None)
+    return "mlp_ratio" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def ffn_layers(model: nn.Module) -> list[tuple[str, int, int]]:
+    """(name, FFN units, layer width) of every FFN's first layer."""
+    out = []
+    for name, module in model.named_modules():
+        rows = out_rows(module) if FFN_IN.search(name) else None
+        if rows is not None and rows.dim() == 2:
+            out.append((name, int(rows.shape[0]), int(rows.shape[1])))
+    return out
+
+
+def ratio_for_widths(pairs: list[tuple[int, int]]) -> float | None:
+    """The one ratio r with int(r * width) == units for every (units, width), read off the narrowest layer."""
+    if not pairs:
+        return None
+    units, width = min(pairs, key=lambda p: p[1])
+    r = units / width
+    return r if all(int(r * w) == u for u, w in pairs) else None
 
 
 def head_dim_follows_hidden(model: nn.Module) -> bool:

@@ -1,15 +1,33 @@
-"""Hugging Face mixture-of-experts blocks (Mixtral, Qwen-MoE, ...): kept whole for now.
+"""Hugging Face mixture-of-experts blocks (Mixtral, ...): every expert's FFN cut alike, the router untouched.
 
-transformers stores all experts of a block as one 3-D tensor per projection ([experts, out, in])
-and picks an expert's slice by index at run time, which the dependency graph does not see; the
-router reads the hidden width through a bare weight. Cutting the hidden width would narrow the
-router and not the experts, so the whole block (router and experts) is kept whole, and with it
-the hidden width it reads. Attention heads elsewhere in the model can still be cut.
+transformers 5 stores all experts of a block as one 3-D tensor per projection and picks an
+expert's slice by index at run time, which the dependency graph does not see:
+
+- ``gate_up_proj`` [experts, 2 x intermediate, hidden]: gate rows, then up rows (concatenated);
+- ``down_proj`` [experts, hidden, intermediate];
+- the router reads the hidden width through a bare weight [experts, hidden].
+
+So the whole block stays out of the graph's width groups (`kept_whole`; the hidden width the
+router reads stays whole with it), and this file cuts the experts' *intermediate* units itself:
+unit j of expert e is gate row j, up row intermediate + j and down column j of that expert, and
+removing it equals zeroing down column j (act(gate) x up x 0). Each expert ranks its own units;
+every expert loses the same count, so ``config.intermediate_size`` states the new width. A plan
+step names the experts module and lists ``e * intermediate + j`` for every unit removed.
+
+Export: transformers' default experts implementation (``grouped_mm``) has no ONNX translation;
+`exportable` switches the model to ``batched_mm`` (a gather and batched matmuls, same maths)
+while it is exported, and back afterwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 from torch import nn
+
+EXPORT_IMPLEMENTATION = "batched_mm"
 
 
 def _stacked_experts(module: nn.Module) -> bool:
@@ -24,3 +42,102 @@ def kept_whole(model: nn.Module) -> set[nn.Module]:
         if type(module).__module__.startswith("transformers.") and _stacked_experts(module):
             out.update(module.modules())
     return out
+
+
+def cuttable(experts: nn.Module) -> bool:
+    """Experts laid out as this file cuts them: gated, concatenated [gate | up], not transposed, no bias."""
+    gate_up, down = getattr(experts, "gate_up_proj", None), getattr(experts, "down_proj", None)
+    if not (isinstance(gate_up, torch.Tensor) and isinstance(down, torch.Tensor)):
+        return False
+    if gate_up.dim() != 3 or down.dim() != 3:
+        return False
+    if not getattr(experts, "has_gate", False) or getattr(experts, "has_bias", True):
+        return False
+    if getattr(experts, "is_transposed", True) or not getattr(experts, "is_concatenated", False):
+        return False
+    e, two_i, h = gate_up.shape
+    return down.shape == (e, h, two_i // 2) and two_i % 2 == 0 and getattr(experts, "intermediate_dim", None) == two_i // 2
+
+
+def expert_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, experts module) of every block whose experts this file can cut."""
+    return [(f"{name}.experts" if name else "experts", module.experts) for name, module in model.named_modules()
+            if type(module).__module__.startswith("transformers.") and _stacked_experts(module)
+            and cuttable(module.experts)]
+
+
+def width(experts: nn.Module) -> int:
+    """Intermediate units per expert."""
+    return int(experts.down_proj.shape[-1])
+
+
+def unit_scores(experts: nn.Module, p: int) -> torch.Tensor:
+    """[experts, intermediate]: Lp norm of each unit's gate row, up row and down column together."""
+    n = width(experts)
+    with torch.no_grad():
+        gate, up = experts.gate_up_proj[:, :n], experts.gate_up_proj[:, n:]
+        total = sum(w.abs().double().pow(p).sum(dim=-1) for w in (gate, up))
+        total = total + experts.down_proj.abs().double().pow(p).sum(dim=1)
+    return total.pow(1.0 / p).float()
+
+
+def choose(experts: nn.Module, count: int, p: int) -> tuple[int, ...]:
+    """The ``count`` lowest-scored units of every expert, as ``e * intermediate + j``."""
+    scores, n = unit_scores(experts, p), width(experts)
+    count = max(0, min(count, n - 1))  # every expert keeps at least one unit
+    out = []
+    for e, row in enumerate(scores):
+        out += [e * n + j for j in sorted(torch.argsort(row, stable=True)[:count].tolist())]
+    return tuple(out)
+
+
+def per_expert(experts: nn.Module, removed) -> list[list[int]]:
+    """``removed`` (flat ``e * intermediate + j``) as one sorted list of units per expert."""
+    n, e = width(experts), int(experts.down_proj.shape[0])
+    units: list[list[int]] = [[] for _ in range(e)]
+    for i in removed:
+        if not 0 <= int(i) < e * n:
+            raise ValueError(f"unit {i} is out of range for {e} experts of {n} units")
+        units[int(i) // n].append(int(i) % n)
+    counts = {len(u) for u in units}
+    if len(counts) != 1 or counts == {n}:
+        raise ValueError(f"every expert must lose the same number of units, and keep at least one; got "
+                         f"{[len(u) for u in units]} of {n}")
+    return [sorted(u) for u in units]
+
+
+def cut(experts: nn.Module, removed) -> None:
+    """Remove the units ``removed`` (flat ``e * intermediate + j``) from every expert of the block."""
+    n = width(experts)
+    units = per_expert(experts, removed)
+    keep = torch.tensor([[j for j in range(n) if j not in set(u)] for u in units])  # [experts, kept]
+    with torch.no_grad():
+        gate_up = experts.gate_up_proj
+        rows = torch.cat([keep, keep + n], dim=1)  # gate rows, then up rows: [gate | up] stays concatenated
+        new_gate_up = torch.gather(gate_up, 1, rows.unsqueeze(-1).expand(-1, -1, gate_up.shape[-1]))
+        down = experts.down_proj
+        new_down = torch.gather(down, 2, keep.unsqueeze(1).expand(-1, down.shape[1], -1))
+    experts.gate_up_proj = nn.Parameter(new_gate_up.contiguous(), requires_grad=gate_up.requires_grad)
+    experts.down_proj = nn.Parameter(new_down.contiguous(), requires_grad=down.requires_grad)
+    experts.intermediate_dim = keep.shape[1]
+
+
+@contextmanager
+def exportable(model: nn.Module) -> Iterator[list[str]]:
+    """While active, the model's experts run an implementation the ONNX exporters can translate.
+
+    Yields notes for the export report (empty when nothing was switched).
+    """
+    config = getattr(model, "config", None)
+    current = getattr(config, "_experts_implementation", None)
+    notes: list[str] = []
+    if config is None or not kept_whole(model) or current == EXPORT_IMPLEMENTATION:
+        yield notes
+        return
+    config._experts_implementation = EXPORT_IMPLEMENTATION
+    notes.append(f"exported the mixture-of-experts blocks with experts_implementation={EXPORT_IMPLEMENTATION!r} "
+                 f"(the model's {current!r} does not export: no ONNX translation, or routing fixed at trace time); the model is set back afterwards")
+    try:
+        yield notes
+    finally:
+        config._experts_implementation = current

@@ -15,6 +15,10 @@ them. It registers the hooks it needs (all optional):
   root a torch-pruning width group (the fused qkv of attention tied to its input width).
 - ``finish(model)``: after the cuts, set the attributes a family's forward reads (a ViT's
   ``hidden_dim``, nanoGPT's ``n_embd``) from the new layer sizes.
+- ``cut_heads(module, kept)``: when an attention block loses heads, cut what else holds one
+  entry per head (T5's and Swin's relative position bias tables); ``kept``: the heads kept.
+- ``shared_heads(name, module) -> key | None``: attention blocks with one key must keep the
+  same heads (T5 adds its first layer's position bias in every layer of the stack).
 
 Attention blocks cut by whole heads are found by `attention.find_blocks`, also from here.
 """
@@ -29,7 +33,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import constants, padding, positional, recurrent, rows, shuffle, tied_attention, vit
+from . import constants, padding, position_bias, positional, recurrent, rows, shuffle, tied_attention, vit
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, watch, fixed, owns, op_reason, finish: its hooks, or None.
+        pruners, watch, fixed, owns, op_reason, finish, cut_heads, shared_heads: its hooks, or None.
     """
 
     name: str
@@ -48,6 +52,8 @@ class Family:
     owns: Callable[[nn.Module], list] | None = None
     op_reason: Callable[..., str | None] | None = None
     finish: Callable[[nn.Module], None] | None = None
+    cut_heads: Callable[[nn.Module, list[int]], None] | None = None
+    shared_heads: Callable[[str, nn.Module], str | None] | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -61,6 +67,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
     Family("widths fixed by a constant", op_reason=constants.op_reason),
+    Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
+           shared_heads=position_bias.shared_key),
 )
 
 
@@ -128,3 +136,19 @@ def finish(model: nn.Module) -> None:
     for family in FAMILIES:
         if family.finish is not None:
             family.finish(model)
+
+
+def cut_heads(module: nn.Module, kept: list[int]) -> None:
+    """An attention block keeps heads ``kept``: every family cuts its per-head state to match."""
+    for family in FAMILIES:
+        if family.cut_heads is not None:
+            family.cut_heads(module, kept)
+
+
+def shared_heads(name: str, module: nn.Module) -> str:
+    """The key of the blocks that must keep the same heads as this one ("" when none)."""
+    for family in FAMILIES:
+        key = family.shared_heads(name, module) if family.shared_heads is not None else None
+        if key:
+            return key
+    return ""
