@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated family names")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="models compressed side by side (1 thread each if > 1)")
+    parser.add_argument("--update", action="store_true",
+                        help="with --only: replace those families' rows in the committed table, keep the rest")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -146,6 +148,12 @@ def main() -> None:
     rows = []
     out = HERE / "results"
     out.mkdir(exist_ok=True)
+    if args.update:
+        if not args.only:
+            parser.error("--update needs --only FAMILY[,FAMILY]")
+        previous = json.loads((out / "coverage.json").read_text())
+        rows = [r for r in previous["rows"] if r["family"] not in chosen]
+        info["updated"] = f"{', '.join(sorted(chosen))} re-run later than the other rows (same machine)"
     env = {**os.environ, "SHRINK_BENCH_THREADS": "1" if args.jobs > 1 else "2"}
     info["threads_per_model"] = int(env["SHRINK_BENCH_THREADS"])
     info["models_side_by_side"] = args.jobs
@@ -172,7 +180,7 @@ def main() -> None:
             rows.append(row)
             print(f"{row['family']:28s} {row['status']:14s} {row.get('params_removed', '')!s:6s} "
                   f"{row.get('error', '')[:90]}", flush=True)
-            _write(rows, info, out)
+            _write(sorted(rows, key=lambda r: r["family"]), info, out)
 
 
 def _write(rows: list[dict], info: dict, out: Path) -> None:

@@ -40,6 +40,33 @@ class GroupTooLarge(Exception):
     """A group's walk reached more channel positions than MAX_POSITIONS (internal: its layer becomes a black box)."""
 
 
+class _Seen:
+    """A growing set of position codes: sorted arrays, merged when the recent ones outgrow the rest."""
+
+    __slots__ = ("main", "recent", "count")
+
+    def __init__(self) -> None:
+        self.main = np.empty(0, dtype=np.int64)
+        self.recent: list[np.ndarray] = []
+        self.count = 0
+
+    def unseen(self, codes: np.ndarray) -> np.ndarray:
+        """For sorted unique ``codes``: which are not in the set."""
+        mask = np.ones(len(codes), dtype=bool)
+        for part in (self.main, *self.recent):
+            if len(part):
+                at = np.minimum(np.searchsorted(part, codes), len(part) - 1)
+                mask &= part[at] != codes
+        return mask
+
+    def add(self, codes: np.ndarray) -> None:
+        self.recent.append(codes)
+        self.count += len(codes)
+        if self.count > len(self.main) or len(self.recent) > 8:
+            self.main = np.sort(np.concatenate([self.main, *self.recent]))  # disjoint parts: no repeats
+            self.recent, self.count = [], 0
+
+
 def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
     """torch-pruning's index ``mapping`` applied to positions, an (n, 2) array of (index, root index).
 
@@ -142,7 +169,7 @@ class Graph(tp.DependencyGraph):
         start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
 
         reached: dict[tuple, tuple[Dependency, list]] = {}  # (node, handler) -> (first dep, fresh arrays in order)
-        seen: dict[tuple, np.ndarray] = {}  # (node, handler) -> sorted codes of the positions walked from there
+        seen: dict[tuple, _Seen] = {}  # (node, handler) -> codes of the positions walked from there
         walked = 0
 
         def too_large(count, dep):
@@ -154,17 +181,15 @@ class Graph(tp.DependencyGraph):
         def admit(dep, new):
             nonlocal walked
             key = (dep.target, dep.handler)
-            codes = new[:, 0] * _CODE + (new[:, 1] + 1)
-            codes, first = np.unique(codes, return_index=True)
-            done = seen.get(key)
-            if done is not None:
-                fresh_mask = ~np.isin(codes, done, assume_unique=True)
-                codes, first = codes[fresh_mask], first[fresh_mask]
+            codes, first = np.unique(new[:, 0] * _CODE + (new[:, 1] + 1), return_index=True)
+            done = seen.setdefault(key, _Seen())
+            unseen = done.unseen(codes)
+            codes, first = codes[unseen], first[unseen]
             if len(codes) == 0:
                 return None
             too_large(len(codes), dep)
             walked += len(codes)
-            seen[key] = codes if done is None else np.union1d(done, codes)
+            done.add(codes)
             fresh = new[np.sort(first)]
             reached.setdefault(key, (dep, []))[1].append(fresh)
             return fresh
