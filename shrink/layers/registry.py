@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import constants, padding, positional, recurrent, rows, shuffle, tied_attention, vit
+from . import constants, glu, padding, positional, recurrent, rows, shuffle, split_order, tied_attention, vit
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
     Family("widths fixed by a constant", op_reason=constants.op_reason),
+    Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
+    Family("splits into parts of different sizes", watch=split_order.Ordered),
 )
 
 
