@@ -37,7 +37,7 @@ def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
     names = {m.rsplit(" (", 1)[0] for m in group.members}
     if any(f"{q} (in)" in group.members for q in q_names):
         return "hidden"
-    if any(hf_config.FFN_IN.search(n) for n in names | {group.root_name}):
+    if any(hf_config.FFN_IN.search(n) or hf_config.FFN_FUSED.search(n) for n in names | {group.root_name}):
         return f"ffn:{group.width}"
     pattern = re.sub(r"\.\d+\.", ".#.", group.root_name)  # the same layer in every block
     return f"{pattern}:{group.width}"
