@@ -19,6 +19,12 @@ split parts (``torch.cat((i, conv(c)))``) from the split's *input*, so a reshape
 channels-last Linear on [B, H, W, C] flattens to [B*H*W, C]) is taken for a flatten and maps
 channels i to i // 2. While tracing, each split part entering a concatenation passes through a
 copy (one element-wise node, same values), through which the tracer counts the part's own size.
+
+And a third, in vision transformers: torch-pruning turns off the index mapping of every split
+downstream of a 3-D parameter (a class token or position table [1, N, D]), a guard meant for
+splits over *tokens*. It also hits the GLU MLP of every block (EVA-02's ``fc1(x).chunk(2, dim=-1)``
+over [B, N, C]), whose halves are then taken for the same channels. While tracing, a split over
+the last dimension of a [B, N, C] activation keeps its mapping (`_Mapping`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,29 @@ class _CopyParts(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+_ANY_DIM = 100  # torch-pruning's bound: a saved dim above it is a negative dim stored unsigned
+
+
+def _channel_split(node: _Node) -> bool:
+    """A split over the last dimension of a [B, N, C] activation (``dim=-1``): channels, not tokens."""
+    fn = node.grad_fn
+    sizes = getattr(fn, "_saved_self_sym_sizes", None)
+    dim = getattr(fn, "_saved_dim", None)
+    if node.type != tp.ops.OPTYPE.SPLIT or sizes is None or dim is None or len(sizes) != 3:
+        return False
+    return dim >= _ANY_DIM and (dim - (1 << 64)) == -1
+
+
+class _Mapping:
+    """``Node.enable_index_mapping`` while tracing: cannot be turned off for a channel split."""
+
+    def __get__(self, node, owner=None):
+        return self if node is None else node.__dict__.get("enable_index_mapping", True)
+
+    def __set__(self, node, value) -> None:
+        node.__dict__["enable_index_mapping"] = True if (not value and _channel_split(node)) else value
+
+
 class Ordered:
     """While the graph is traced: split nodes list their consumers in the order of the parts."""
 
@@ -72,6 +101,7 @@ class Ordered:
     def __init__(self, model: nn.Module) -> None:
         if Ordered._depth == 0:
             _Node.add_output = _add_output_in_order
+            _Node.enable_index_mapping = _Mapping()
         Ordered._depth += 1
         self._mode = _CopyParts()
         self._mode.__enter__()
@@ -84,6 +114,7 @@ class Ordered:
             Ordered._depth -= 1
             if Ordered._depth == 0:
                 _Node.add_output = _ORIGINAL
+                del _Node.enable_index_mapping  # instances keep the values set while tracing
 
 
 _ORIGINAL = _Node.add_output
