@@ -149,8 +149,120 @@ class MambaOut(nn.Module):
         return self.fc(self.norm(x.mean((1, 2))))
 
 
+# EVA-02, timm/models/eva.py: EvaAttention (fused qkv through F.linear with cat(q_bias, k_bias, v_bias),
+# rotary embedding from RotaryEmbeddingCat's `pos_embed` buffer [N, 2 * head_dim]) and GluMlp
+# (SwiGLUPacked: gate_last=False) below a class token and a position embedding.
+def rot(x):
+    return torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+
+
+def apply_rot_embed_cat(x, emb):
+    sin_emb, cos_emb = emb.chunk(2, -1)
+    return (x * cos_emb + rot(x) * sin_emb).to(dtype=x.dtype)
+
+
+class RotaryEmbeddingCat(nn.Module):
+    def __init__(self, dim: int, feat_shape: int):
+        super().__init__()
+        freqs = torch.arange(feat_shape * feat_shape)[:, None] / (10 ** torch.linspace(0, 2, dim // 2))[None]
+        emb = torch.cat([freqs.sin(), freqs.sin()], -1), torch.cat([freqs.cos(), freqs.cos()], -1)
+        self.register_buffer("pos_embed", torch.cat(emb, -1), persistent=False)
+
+    def get_embed(self):
+        return self.pos_embed
+
+
+class EvaAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_prefix_tokens: int = 1):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        attn_dim = self.head_dim * self.num_heads
+        self.scale = self.head_dim ** -0.5
+        self.num_prefix_tokens = num_prefix_tokens
+        self.qkv = nn.Linear(dim, attn_dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(attn_dim))
+        self.register_buffer("k_bias", torch.zeros(attn_dim), persistent=False)
+        self.v_bias = nn.Parameter(torch.zeros(attn_dim))
+        self.norm = nn.Identity()
+        self.proj = nn.Linear(attn_dim, dim)
+
+    def forward(self, x, rope=None):
+        B, N, C = x.shape
+        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = F.linear(x, weight=self.qkv.weight, bias=qkv_bias)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if rope is not None:
+            npt = self.num_prefix_tokens
+            q = torch.cat([q[:, :, :npt, :], apply_rot_embed_cat(q[:, :, npt:, :], rope)], dim=2).type_as(v)
+            k = torch.cat([k[:, :, :npt, :], apply_rot_embed_cat(k[:, :, npt:, :], rope)], dim=2).type_as(v)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        x = self.norm(x)
+        return self.proj(x)
+
+
+class GluMlp(nn.Module):
+    def __init__(self, in_features: int, hidden_features: int, gate_last: bool = False):
+        super().__init__()
+        self.gate_last = gate_last
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.SiLU()
+        self.norm = nn.Identity()
+        self.fc2 = nn.Linear(hidden_features // 2, in_features)
+
+    def forward(self, x):
+        x = self.fc1(x)
+        x1, x2 = x.chunk(2, dim=-1)
+        x = x1 * self.act(x2) if self.gate_last else self.act(x1) * x2
+        x = self.norm(x)
+        return self.fc2(x)
+
+
+class EvaBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4 * 2 / 3):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = EvaAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = GluMlp(dim, int(dim * mlp_ratio) * 2)
+
+    def forward(self, x, rope=None):
+        x = x + self.attn(self.norm1(x), rope=rope)
+        return x + self.mlp(self.norm2(x))
+
+
+class Eva(nn.Module):
+    """timm's Eva as eva02_tiny_patch14_224 builds it (swiglu_mlp, use_rot_pos_emb), tiny, with a classifier."""
+
+    def __init__(self, img_size: int = 16, patch_size: int = 4, embed_dim: int = 24, depth: int = 2,
+                 num_heads: int = 3, num_classes: int = 10):
+        super().__init__()
+        grid = img_size // patch_size
+        self.patch_embed = nn.Conv2d(3, embed_dim, patch_size, patch_size)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, grid * grid + 1, embed_dim) * 0.02)
+        self.rope = RotaryEmbeddingCat(embed_dim // num_heads, grid)
+        self.blocks = nn.ModuleList([EvaBlock(embed_dim, num_heads) for _ in range(depth)])
+        self.norm = nn.Identity()
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        rope = self.rope.get_embed()
+        for blk in self.blocks:
+            x = blk(x, rope=rope)
+        x = self.norm(x)
+        x = x[:, 1:].mean(dim=1)  # global_pool='avg' over the patch tokens
+        return self.head(self.fc_norm(x))
+
+
 GATED = {
     "glu": (GLU, lambda: torch.randn(2, 8)),
     "gmlp": (GMLP, lambda: torch.randn(2, 3, 16, 16)),
     "mambaout": (MambaOut, lambda: torch.randn(2, 3, 32, 32)),
+    "eva02": (Eva, lambda: torch.randn(2, 3, 16, 16)),
 }
