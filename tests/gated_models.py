@@ -260,9 +260,108 @@ class Eva(nn.Module):
         return self.head(self.fc_norm(x))
 
 
+# SKNet, timm/layers/selective_kernel.py (SelectiveKernelAttn, SelectiveKernel with split_input) and
+# timm/models/sknet.py (SelectiveKernelBasic), in a two-stage ResNet as skresnet18 builds it.
+class ConvNormAct(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, apply_act=True):
+        super().__init__()
+        padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU() if apply_act else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class SelectiveKernelAttn(nn.Module):
+    def __init__(self, channels: int, num_paths: int = 2, attn_channels: int = 32):
+        super().__init__()
+        self.num_paths = num_paths
+        self.fc_reduce = nn.Conv2d(channels, attn_channels, kernel_size=1, bias=False)
+        self.bn = nn.BatchNorm2d(attn_channels)
+        self.act = nn.ReLU()
+        self.fc_select = nn.Conv2d(attn_channels, channels * num_paths, kernel_size=1, bias=False)
+
+    def forward(self, x):
+        x = x.sum(1).mean((2, 3), keepdim=True)
+        x = self.fc_reduce(x)
+        x = self.bn(x)
+        x = self.act(x)
+        x = self.fc_select(x)
+        B, C, H, W = x.shape
+        x = x.view(B, self.num_paths, C // self.num_paths, H, W)
+        return torch.softmax(x, dim=1)
+
+
+class SelectiveKernel(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, split_input: bool = True,
+                 attn_channels: int = 8):
+        super().__init__()
+        kernel_size, dilation = [3, 3], [1, 2]  # keep_3x3: [3, 5] -> 3x3 dilated
+        self.num_paths = len(kernel_size)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.split_input = split_input
+        if self.split_input:
+            in_channels = in_channels // self.num_paths
+        self.paths = nn.ModuleList([ConvNormAct(in_channels, out_channels, k, stride, d)
+                                    for k, d in zip(kernel_size, dilation)])
+        self.attn = SelectiveKernelAttn(out_channels, self.num_paths, attn_channels)
+
+    def forward(self, x):
+        if self.split_input:
+            x_split = torch.split(x, self.in_channels // self.num_paths, 1)
+            x_paths = [op(x_split[i]) for i, op in enumerate(self.paths)]
+        else:
+            x_paths = [op(x) for op in self.paths]
+        x = torch.stack(x_paths, dim=1)
+        x_attn = self.attn(x)
+        x = x * x_attn
+        return torch.sum(x, dim=1)
+
+
+class SelectiveKernelBasic(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample=None):
+        super().__init__()
+        self.conv1 = SelectiveKernel(inplanes, planes, stride=stride)
+        self.conv2 = ConvNormAct(planes, planes, kernel_size=3, apply_act=False)
+        self.act = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x):
+        shortcut = x
+        x = self.conv1(x)
+        x = self.conv2(x)
+        if self.downsample is not None:
+            shortcut = self.downsample(shortcut)
+        x += shortcut
+        return self.act(x)
+
+
+class SKResNet(nn.Module):
+    def __init__(self, widths=(16, 32), num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = nn.ReLU()
+        down = nn.Sequential(nn.Conv2d(widths[0], widths[1], 1, 2, bias=False), nn.BatchNorm2d(widths[1]))
+        self.layer1 = nn.Sequential(SelectiveKernelBasic(widths[0], widths[0]),
+                                    SelectiveKernelBasic(widths[0], widths[0]))
+        self.layer2 = nn.Sequential(SelectiveKernelBasic(widths[0], widths[1], 2, down),
+                                    SelectiveKernelBasic(widths[1], widths[1]))
+        self.fc = nn.Linear(widths[1], num_classes)
+
+    def forward(self, x):
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(x.mean((2, 3)))
+
+
 GATED = {
     "glu": (GLU, lambda: torch.randn(2, 8)),
     "gmlp": (GMLP, lambda: torch.randn(2, 3, 16, 16)),
     "mambaout": (MambaOut, lambda: torch.randn(2, 3, 32, 32)),
     "eva02": (Eva, lambda: torch.randn(2, 3, 16, 16)),
+    "sknet": (SKResNet, lambda: torch.randn(2, 3, 16, 16)),
 }

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import constants, glu, padding, positional, recurrent, rows, shuffle, split_order, tied_attention, vit
+from . import (constants, glu, padding, positional, recurrent, rows, selective_kernel, shuffle, split_order,
+               tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("widths fixed by a constant", op_reason=constants.op_reason),
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", watch=split_order.Ordered),
+    Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
 )
 
 

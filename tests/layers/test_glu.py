@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 
 import shrink
-from gated_models import GATED, GLU, GMLP, Eva, MambaOut
+from gated_models import GATED, GLU, GMLP, Eva, MambaOut, SKResNet
 from oracle import assert_matches_oracle
 from shrink._util import inputs as _inputs
 from shrink.layers import split_order
@@ -102,6 +102,21 @@ def test_eva02_packed_swiglu_cut_below_class_token_and_rope_not_a_black_box():
     exact = shrink.compress(model, x, ratio={n: 0.5 for n in names})
     assert sorted(exact.plan.checks["exact"]) == names
     assert_matches_oracle(model, exact, x)
+
+
+def test_selective_kernel_paths_cut_together_and_equal_masked():
+    model, x = SKResNet().eval(), torch.randn(2, 3, 16, 16)
+    for m in model.modules():  # trained-looking BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+    result = shrink.compress(model, x)
+    sk = result.model.layer1[0].conv1
+    assert [p.conv.out_channels for p in sk.paths] == [8, 8] and sk.out_channels == 8  # 16 units -> 8
+    assert sk.attn.fc_select.out_channels == 2 * 8 and sk.attn.fc_reduce.in_channels == 8
+    assert [p.conv.in_channels for p in sk.paths] == [4, 4] and sk.in_channels == 8  # split input, even halves
+    assert not result.plan.checks["shape_only"]
+    assert_matches_oracle(model, result, x)
 
 
 # What each fixture must lose at default settings. EVA-02: the rotary table fixes head_dim and the
