@@ -358,10 +358,148 @@ class SKResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+# Twins-SVT, timm/models/twins.py: LocallyGroupedAttn (fused qkv, windows), GlobalSubSampleAttn (q, fused
+# kv, strided `sr` conv), PosConv (PEG) after each stage's first block, patch embeddings between stages.
+class LocallyGroupedAttn(nn.Module):
+    def __init__(self, dim: int, num_heads: int, ws: int):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.ws = ws
+
+    def forward(self, x, size):
+        B, N, C = x.shape
+        H, W = size
+        x = x.view(B, H, W, C)
+        pad_r = (self.ws - W % self.ws) % self.ws
+        pad_b = (self.ws - H % self.ws) % self.ws
+        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        _, Hp, Wp, _ = x.shape
+        _h, _w = Hp // self.ws, Wp // self.ws
+        x = x.reshape(B, _h, self.ws, _w, self.ws, C).transpose(2, 3)
+        qkv = self.qkv(x).reshape(
+            B, _h * _w, self.ws * self.ws, 3, self.num_heads, C // self.num_heads).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(2, 3).reshape(B, _h, _w, self.ws, self.ws, C)
+        x = x.transpose(2, 3).reshape(B, _h * self.ws, _w * self.ws, C)
+        if pad_r > 0 or pad_b > 0:
+            x = x[:, :H, :W, :].contiguous()
+        x = x.reshape(B, N, C)
+        return self.proj(x)
+
+
+class GlobalSubSampleAttn(nn.Module):
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1):
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=True)
+        self.kv = nn.Linear(dim, dim * 2, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+        else:
+            self.sr = None
+            self.norm = None
+
+    def forward(self, x, size):
+        B, N, C = x.shape
+        q = self.q(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        if self.sr is not None:
+            x = x.permute(0, 2, 1).reshape(B, C, *size)
+            x = self.sr(x).reshape(B, C, -1).permute(0, 2, 1)
+            x = self.norm(x)
+        kv = self.kv(x).reshape(B, -1, 2, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class TwinsMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TwinsBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, ws=None, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = GlobalSubSampleAttn(dim, num_heads, sr_ratio) if ws is None else \
+            LocallyGroupedAttn(dim, num_heads, ws)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = TwinsMlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x, size):
+        x = x + self.attn(self.norm1(x), size)
+        return x + self.mlp(self.norm2(x))
+
+
+class PosConv(nn.Module):
+    def __init__(self, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_chans, embed_dim, 3, 1, 1, bias=True, groups=embed_dim))
+
+    def forward(self, x, size):
+        B, N, C = x.shape
+        cnn_feat_token = x.transpose(1, 2).view(B, C, *size)
+        x = self.proj(cnn_feat_token)
+        x += cnn_feat_token
+        return x.flatten(2).transpose(1, 2)
+
+
+class TwinsPatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x):
+        x = self.proj(x)
+        size = x.shape[2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), size
+
+
+class Twins(nn.Module):
+    """timm's Twins-SVT (twins_svt_small: LSA/GSA alternating, sr_ratios 8, 4, 2, 1), two tiny stages."""
+
+    def __init__(self, dims=(16, 32), heads=(2, 4), sr_ratios=(2, 1), ws=2, num_classes: int = 10):
+        super().__init__()
+        self.patch_embeds = nn.ModuleList([TwinsPatchEmbed(4, 3, dims[0]), TwinsPatchEmbed(2, dims[0], dims[1])])
+        self.blocks = nn.ModuleList([
+            nn.ModuleList([TwinsBlock(d, h, sr, ws=ws), TwinsBlock(d, h, sr)]) for d, h, sr in zip(dims, heads, sr_ratios)])
+        self.pos_block = nn.ModuleList([PosConv(d, d) for d in dims])
+        self.norm = nn.LayerNorm(dims[-1])
+        self.head = nn.Linear(dims[-1], num_classes)
+
+    def forward(self, x):
+        B = x.shape[0]
+        for i, (embed, blocks, pos_blk) in enumerate(zip(self.patch_embeds, self.blocks, self.pos_block)):
+            x, size = embed(x)
+            for j, blk in enumerate(blocks):
+                x = blk(x, size)
+                if j == 0:
+                    x = pos_blk(x, size)
+            if i < len(self.blocks) - 1:
+                x = x.reshape(B, *size, -1).permute(0, 3, 1, 2).contiguous()
+        x = self.norm(x)
+        return self.head(x.mean(dim=1))
+
+
 GATED = {
     "glu": (GLU, lambda: torch.randn(2, 8)),
     "gmlp": (GMLP, lambda: torch.randn(2, 3, 16, 16)),
     "mambaout": (MambaOut, lambda: torch.randn(2, 3, 32, 32)),
     "eva02": (Eva, lambda: torch.randn(2, 3, 16, 16)),
     "sknet": (SKResNet, lambda: torch.randn(2, 3, 16, 16)),
+    "twins": (Twins, lambda: torch.randn(2, 3, 32, 32)),
 }

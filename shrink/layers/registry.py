@@ -30,7 +30,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import (constants, glu, padding, positional, recurrent, rows, selective_kernel, shuffle, split_order,
-               tied_attention, vit)
+               subsample_attention, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", watch=split_order.Ordered),
     Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
+    Family("attention with separate q and kv reshaped to its input width (Twins)", watch=subsample_attention.Found,
+           fixed=subsample_attention.fixed, owns=subsample_attention.own_layers),
 )
 
 
