@@ -44,6 +44,9 @@ def _round_keep(keep: int, channel_groups: int, units: int, round_to: int | None
     return min(units, math.ceil(keep / step) * step)
 
 
+_unit_scores = _units.unit_scores  # one score per unit after the coupling (target/space.py ranks knobs with it)
+
+
 def _lowest(scores: torch.Tensor, n: int) -> list[int]:
     order = torch.argsort(scores, stable=True)
     return sorted(order[:n].tolist())
