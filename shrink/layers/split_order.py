@@ -14,11 +14,14 @@ How to fix: while the graph is traced (`Ordered`), a split node keeps its consum
 the part they read: autograd records it, as the output number next to the split in each
 consumer's ``next_functions``.
 
-The same pattern meets a second slip: torch-pruning counts the width of a concatenation of
-split parts (``torch.cat((i, conv(c)))``) from the split's *input*, so a reshape after it (a
-channels-last Linear on [B, H, W, C] flattens to [B*H*W, C]) is taken for a flatten and maps
-channels i to i // 2. While tracing, each split part entering a concatenation passes through a
-copy (one element-wise node, same values), through which the tracer counts the part's own size.
+That position is only right when every part has exactly one consumer: CSPNet's ``x1, x2 =
+x.split(n, 1)`` feeds x1 to a conv *and* a residual add, three consumers for two parts. And a
+concatenation of split parts (``torch.cat((i, conv(c)))``) is counted from the split's *input*
+width, so a reshape after it (a channels-last Linear on [B, H, W, C] flattens to [B*H*W, C]) is
+taken for a flatten and maps channels i to i // 2. While tracing, every part a split returns
+passes through a copy (one element-wise node, same values): each part has one consumer, its
+copy, and the tracer counts a copy's width from its part. Parts of ``split(n)`` and ``chunk``
+get their exact sizes from autograd (`_init_shapes`) rather than torch-pruning's guess.
 
 And a third, in vision transformers: torch-pruning turns off the index mapping of every split
 downstream of a 3-D parameter (a class token or position table [1, N, D]), a guard meant for
@@ -51,8 +54,7 @@ def _add_output_in_order(self: _Node, node: _Node) -> None:
         self.outputs.sort(key=lambda n: _part(self, n))  # stable: a consumer of two parts stays put
 
 
-_CATS = {torch.cat, torch.concat, torch.concatenate}
-_SPLIT_FNS = ("SplitBackward", "SplitWithSizesBackward", "UnbindBackward")
+_SPLIT_FNS = ("SplitBackward", "SplitWithSizesBackward")
 
 
 def _is_part(t) -> bool:
@@ -61,13 +63,13 @@ def _is_part(t) -> bool:
 
 
 class _CopyParts(TorchFunctionMode):
-    """A split part entering a concatenation is copied first (see the module docstring)."""
+    """Every part a split returns is copied once (see the module docstring)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _CATS and args and isinstance(args[0], (list, tuple)) and any(_is_part(t) for t in args[0]):
-            args = ([t.clone() if _is_part(t) else t for t in args[0]], *args[1:])
-        return func(*args, **kwargs)
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, (tuple, list)) and out and all(_is_part(t) for t in out):
+            return type(out)(t.clone() for t in out) if isinstance(out, tuple) else [t.clone() for t in out]
+        return out
 
 
 _ANY_DIM = 100  # torch-pruning's bound: a saved dim above it is a negative dim stored unsigned
@@ -93,6 +95,35 @@ class _Mapping:
         node.__dict__["enable_index_mapping"] = True if (not value and _channel_split(node)) else value
 
 
+_shape_infer = tp.dependency.shape_infer
+_INIT_SHAPES = _shape_infer.init_shape_information
+
+
+def _init_shapes(graph) -> None:
+    """torch-pruning's shape set-up, then exact part sizes for ``split(n)``/``chunk`` splits.
+
+    Their autograd node (SplitBackward0) keeps the part size and the input's sizes under names
+    newer than torch-pruning looks for, so it guesses each part's width from its consumer, and
+    guesses 0 for a part that goes into a concatenation (CSPNet).
+    """
+    _INIT_SHAPES(graph)
+    for node in graph.module2node.values():
+        fn = node.grad_fn
+        if node.type != tp.ops.OPTYPE.SPLIT or fn is None or not fn.name().startswith("SplitBackward"):
+            continue
+        size, dims, dim = (getattr(fn, n, None) for n in ("_saved_split_size", "_saved_self_sym_sizes", "_saved_dim"))
+        if not isinstance(size, int) or dims is None or dim is None or size <= 0:
+            continue
+        if dim != 1 and dim < _ANY_DIM:  # torch-pruning maps channel splits only (dim 1, or -1 stored unsigned)
+            continue
+        total = int(dims[dim if dim < _ANY_DIM else len(dims) - 1])
+        sizes = [size] * (total // size) + ([total % size] if total % size else [])
+        if len(sizes) != len(node.outputs):
+            continue  # a part without a consumer: positions and parts do not line up
+        node.module.split_sizes = sizes
+        node.module.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+
+
 class Ordered:
     """While the graph is traced: split nodes list their consumers in the order of the parts."""
 
@@ -102,6 +133,7 @@ class Ordered:
         if Ordered._depth == 0:
             _Node.add_output = _add_output_in_order
             _Node.enable_index_mapping = _Mapping()
+            _shape_infer.init_shape_information = _init_shapes
         Ordered._depth += 1
         self._mode = _CopyParts()
         self._mode.__enter__()
@@ -115,6 +147,7 @@ class Ordered:
             if Ordered._depth == 0:
                 _Node.add_output = _ORIGINAL
                 del _Node.enable_index_mapping  # instances keep the values set while tracing
+                _shape_infer.init_shape_information = _INIT_SHAPES
 
 
 _ORIGINAL = _Node.add_output
