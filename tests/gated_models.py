@@ -495,6 +495,51 @@ class Twins(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+# CSPNet, timm/models/cspnet.py (CrossStage3 as cs3darknet builds it): the expanded width is split in two
+# with a stored size; one half feeds the blocks (a conv and a residual add: two consumers), the other
+# goes straight into the concatenation.
+class BottleneckBlock(nn.Module):
+    def __init__(self, chs: int, mid: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(chs, mid, kernel_size=1)
+        self.conv2 = ConvNormAct(mid, chs, kernel_size=3, apply_act=False)
+        self.act3 = nn.ReLU()
+
+    def forward(self, x):
+        shortcut = x
+        x = self.conv2(self.conv1(x))
+        return self.act3(x + shortcut)
+
+
+class CrossStage3(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, depth: int = 1):
+        super().__init__()
+        exp_chs = out_chs
+        self.expand_chs = exp_chs
+        self.conv_down = ConvNormAct(in_chs, out_chs, kernel_size=3, stride=2)
+        self.conv_exp = ConvNormAct(out_chs, exp_chs, kernel_size=1)
+        self.blocks = nn.Sequential(*[BottleneckBlock(exp_chs // 2, exp_chs // 4) for _ in range(depth)])
+        self.conv_transition = ConvNormAct(exp_chs, out_chs, kernel_size=1)
+
+    def forward(self, x):
+        x = self.conv_down(x)
+        x = self.conv_exp(x)
+        x1, x2 = x.split(self.expand_chs // 2, dim=1)
+        x1 = self.blocks(x1)
+        return self.conv_transition(torch.cat([x1, x2], dim=1))
+
+
+class CSPDarkNet(nn.Module):
+    def __init__(self, widths=(16, 32), num_classes: int = 10):
+        super().__init__()
+        self.stem = ConvNormAct(3, 8, kernel_size=3)
+        self.stages = nn.Sequential(CrossStage3(8, widths[0]), CrossStage3(widths[0], widths[1]))
+        self.fc = nn.Linear(widths[1], num_classes)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean((2, 3)))
+
+
 GATED = {
     "glu": (GLU, lambda: torch.randn(2, 8)),
     "gmlp": (GMLP, lambda: torch.randn(2, 3, 16, 16)),

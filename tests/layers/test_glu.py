@@ -8,7 +8,7 @@ import torch
 import torch_pruning as tp
 
 import shrink
-from gated_models import GATED, GLU, GMLP, Eva, MambaOut, SKResNet, Twins
+from gated_models import GATED, GLU, GMLP, CSPDarkNet, Eva, MambaOut, SKResNet, Twins
 from oracle import assert_matches_oracle
 from shrink._util import inputs as _inputs
 from shrink.layers import split_order, subsample_attention
@@ -85,10 +85,28 @@ def test_mambaout_gated_cut_equals_masked():
     assert_matches_oracle(model, result, x)
 
 
+def test_cspnet_split_part_with_two_consumers_is_traced_not_boxed(tmp_path):
+    # x1 feeds a conv and a residual add, x2 a concatenation: torch-pruning's part positions and
+    # sizes went wrong and both stages were traced as black boxes (nothing cut).
+    model, x = CSPDarkNet().eval(), torch.randn(2, 3, 32, 32)
+    result = shrink.compress(model, x)
+    assert result.plan.checks["black_boxes"] == {}
+    assert result.after.params <= 2 / 3 * result.before.params
+    # The split size is stored (`expand_chs`): the expanded width stays whole, with the reason.
+    assert set(result.kept_whole) == {"fc", "stages.0.conv_exp.conv", "stages.1.conv_exp.conv"}
+    assert_matches_oracle(model, result, x)
+    loaded = shrink.load(shrink.save(result, tmp_path / "o"), CSPDarkNet())
+    after, again = _outputs(result.model, x), _outputs(loaded, x)
+    assert all(torch.equal(after[k], again[k]) for k in after)
+    assert shrink.export_onnx(result.model, x, tmp_path / "m.onnx").max_rel_diff <= 1e-4
+
+
 def test_split_consumers_listed_in_part_order_only_while_tracing():
     model, x = MambaOut().eval(), torch.randn(2, 3, 32, 32)
     shrink.analyze(model, x)
     assert tp.dependency.node.Node.add_output is split_order._ORIGINAL
+    assert not hasattr(tp.dependency.node.Node, "enable_index_mapping")
+    assert tp.dependency.shape_infer.init_shape_information is split_order._INIT_SHAPES
 
 
 def test_eva02_packed_swiglu_cut_below_class_token_and_rope_not_a_black_box():
