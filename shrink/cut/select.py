@@ -1,5 +1,7 @@
 """Choosing what to cut: from scores and a ratio to the plan's steps.
 
+A unit is what can only go as a whole after the coupling (units.py): usually one channel, but
+both halves of a gated MLP's fused layer (``a, g = fc1(x).chunk(2, -1)``) are one unit.
 Local scope: every group loses ``floor(ratio * units)`` of its units, lowest score first.
 Global scope: each group's scores are divided by their mean (L1 norms of layers with different
 fan-in are not comparable otherwise), pooled, and the lowest ``floor(ratio * all units)`` go.

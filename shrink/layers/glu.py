@@ -3,7 +3,8 @@
 What the family looks like: one Linear writes [a | g] (or more parts) and the parts meet again in a
 product, ``a, g = fc1(x).chunk(2, -1); fc2(a * act(g))``, so channel j of every part is one unit.
 The engine traces the coupling (torch-pruning pairs row j with row H + j) and counts units after
-it (cut/units.py); what it cannot see lives here:
+it (cut/units.py); that is all Phi-3's ``gate_up_proj`` needs (its config's ``intermediate_size``
+is measured as half the fused rows, hf_config.FFN_FUSED). What the engine cannot see lives here:
 
 - MambaOut's ``GatedConvBlock`` splits with sizes stored in an attribute,
   ``g, i, c = torch.split(x, self.split_indices, dim=-1)``, and a depthwise conv reads part c;

@@ -27,7 +27,7 @@ FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
     r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
 )
-# A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; layers/glu.py).
+# A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
 # Config names of each measured width; "encoder."/"decoder." limit a name to that half of the model.
 FIELDS = {
