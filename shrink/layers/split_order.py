@@ -116,6 +116,8 @@ def _init_shapes(graph) -> None:
             continue
         if dim != 1 and dim < _ANY_DIM:  # torch-pruning maps channel splits only (dim 1, or -1 stored unsigned)
             continue
+        if dim >= _ANY_DIM and len(dims) > 3:  # the last dim of [B, heads, N, d] (EfficientViT's q, k, v): not channels
+            continue
         total = int(dims[dim if dim < _ANY_DIM else len(dims) - 1])
         sizes = [size] * (total // size) + ([total % size] if total % size else [])
         if len(sizes) != len(node.outputs):
