@@ -1,5 +1,7 @@
 """Choosing what to cut: from scores and a ratio to the plan's steps.
 
+A unit is what can only go as a whole after the coupling (units.py): usually one channel, but
+both halves of a gated MLP's fused layer (``a, g = fc1(x).chunk(2, -1)``) are one unit.
 Local scope: every group loses ``floor(ratio * units)`` of its units, lowest score first.
 Global scope: each group's scores are divided by their mean (L1 norms of layers with different
 fan-in are not comparable otherwise), pooled, and the lowest ``floor(ratio * all units)`` go.
@@ -16,8 +18,8 @@ from collections.abc import Mapping
 import torch
 
 from ..layers import attention, tied_attention
+from . import units as _units
 from .graph import Group, Traced
-from .importance import group_scores
 from .plan import Step
 
 
@@ -44,20 +46,12 @@ def _round_keep(keep: int, channel_groups: int, units: int, round_to: int | None
     return min(units, math.ceil(keep / step) * step)
 
 
-def _unit_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
-    scores = group_scores(traced, group, p)
-    # Grouped convs, GroupNorm, MHA: unit j is channel j of every channel group.
-    return scores.view(group.channel_groups, -1).sum(dim=0)
+_unit_scores = _units.unit_scores  # one score per unit after the coupling (target/space.py ranks knobs with it)
 
 
 def _lowest(scores: torch.Tensor, n: int) -> list[int]:
     order = torch.argsort(scores, stable=True)
     return sorted(order[:n].tolist())
-
-
-def _expand(group: Group, units: list[int]) -> tuple[int, ...]:
-    per = group.width // group.channel_groups
-    return tuple(sorted(u + g * per for g in range(group.channel_groups) for u in units))
 
 
 def _member_names(group: Group) -> set[str]:
@@ -80,7 +74,8 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
         if r <= 0:
             continue
         try:
-            scores = _unit_scores(traced, group, p)
+            # Units after the coupling (units.py): a gated MLP's two halves go together.
+            scores = _units.unit_scores(traced, group, p)
         except (IndexError, RuntimeError, ValueError) as exc:  # a mis-traced group: its indices do not fit
             if unranked is not None:
                 unranked[group.root_name] = f"its channels could not be ranked ({type(exc).__name__}: {exc})"
@@ -90,7 +85,8 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
     removed = _tied_multiples(traced, pool, removed)
     dim = {True: "out", False: "in"}
     steps = [
-        Step("group", g.root_name, dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)], _expand(g, units))
+        Step("group", g.root_name, dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)],
+             _units.channels(traced, g, units))
         for (g, _, _), units in zip(pool, removed)
         if units
     ]
@@ -125,7 +121,7 @@ def _tied_steps(traced: Traced, pool, removed: list[list[int]], p: int) -> list[
     steps = []
     for block, i in _tied_input(traced, pool).values():
         group = pool[i][0]
-        lost = len(removed[i]) * group.channel_groups
+        lost = len(_units.channels(traced, group, removed[i]))
         if lost:
             dims = tied_attention.dims_to_remove(block, lost // block.num_heads, p)
             steps.append(Step("head_dims", block.name, "head_dims", tuple(dims), traced.names[block.proj]))

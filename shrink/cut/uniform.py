@@ -23,8 +23,8 @@ import re
 
 from ..layers import attention, hf_config, hf_moe
 from . import experts
+from . import units as _units
 from .graph import Traced
-from .importance import group_scores
 from .plan import Step
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
     names = {m.rsplit(" (", 1)[0] for m in group.members}
     if any(f"{q} (in)" in group.members for q in q_names):
         return "hidden"
-    if any(hf_config.FFN_IN.search(n) for n in names | {group.root_name}):
+    if any(hf_config.FFN_IN.search(n) or hf_config.FFN_FUSED.search(n) for n in names | {group.root_name}):
         return f"ffn:{group.width}"
     pattern = re.sub(r"\.\d+\.", ".#.", group.root_name)  # the same layer in every block
     return f"{pattern}:{group.width}"
@@ -61,8 +61,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     counts = {}
     can_say = hf_config.expressible(traced.model)
     for kind, members in kinds.items():
-        cut = [len(removed[(op, _name(traced, x))].removed) if (op, _name(traced, x)) in removed else 0
-               for op, x, _ in members]
+        cut = [_removed_units(traced, op, x, removed.get((op, _name(traced, x)))) for op, x, _ in members]
         fixed = any(_whole(op, x) for op, x, _ in members)
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
         counts[kind] = 0 if fixed or family not in can_say else math.floor(sum(cut) / len(cut))
@@ -115,11 +114,8 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
                 units = _lowest(attention.unit_scores(x, p), n)
                 out.append(Step("heads", x.name, "heads", units, traced.names[x.out]))
             else:
-                scores = group_scores(traced, x, p).view(x.channel_groups, -1).sum(dim=0)
-                per = x.width // x.channel_groups
-                units = _lowest(scores, n // x.channel_groups if x.channel_groups > 1 else n)
-                idx = tuple(sorted(u + g * per for g in range(x.channel_groups) for u in units))
-                out.append(Step("group", x.root_name, dim, idx))
+                units = _lowest(_units.unit_scores(traced, x, p), n)
+                out.append(Step("group", x.root_name, dim, _units.channels(traced, x, list(units))))
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
     return out
@@ -152,6 +148,13 @@ def _kinds(traced: Traced) -> dict[str, list]:
     for block in traced.blocks:
         kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
     return kinds
+
+
+def _removed_units(traced: Traced, op: str, x, step: Step | None) -> int:
+    """Units a step removes: heads, or a group's units after the coupling (units.py)."""
+    if step is None:
+        return 0
+    return len(step.removed) if op == "heads" else _units.count(traced, x, step.removed)
 
 
 def _name(traced: Traced, x) -> str:

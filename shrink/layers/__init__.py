@@ -6,7 +6,10 @@ tied_attention (timm, nanoGPT, Swin: heads x head_dim is the input width; head d
 recurrent (LSTM/GRU/RNN hidden units across gates, directions and layers) · vit (torchvision's
 stored ``hidden_dim``) · positional (position tables held as buffers) · padding (zero-padded
 channel shortcuts, kept whole) · shuffle (channel shuffle, kept whole) · constants (widths fixed by
-a constant tensor or a number in a view, kept whole).
+a constant tensor or a number in a view, kept whole) · glu (gated widths: MambaOut's stored split
+sizes, gMLP's token projection) · split_order (split parts mapped in their order; channel splits
+below a class token) · selective_kernel (SKNet's paths and split attention) · subsample_attention
+(Twins' q/kv attention reshaped to its input width, kept whole).
 
 registry.py lists the families and their hooks; the engine (cut/) asks the registry, never a
 family by name.

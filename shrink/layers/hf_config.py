@@ -28,6 +28,8 @@ FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
     r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
 )
+# A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
+FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
 # Config names of each measured width; "encoder."/"decoder." limit a name to that half of the model.
 FIELDS = {
     "hidden": ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim"),
@@ -72,10 +74,11 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
         q = block.q
         add("hidden", part, q.weight.shape[0] if is_hf_conv1d(q) else q.weight.shape[1])
     for name, module in model.named_modules():
-        if FFN_IN.search(name):
+        fused = FFN_FUSED.search(name)
+        if FFN_IN.search(name) or fused:
             rows = out_rows(module)
             if rows is not None:
-                add("ffn", _part(name), rows.shape[0])
+                add("ffn", _part(name), rows.shape[0] // 2 if fused else rows.shape[0])
     for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN (Mixtral's intermediate_size)
         add("ffn", _part(name), hf_moe.width(experts))
     return sizes

@@ -28,6 +28,8 @@ _PROMOTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _tables(model: nn.Module):
     for module in model.modules():
+        if "Rotary" in type(module).__name__:
+            continue  # a rotary table (timm's RotaryEmbeddingCat.pos_embed, sin | cos) multiplies q and k: not added
         for name, buf in list(module.named_buffers(recurse=False)):
             if name in NAMES and buf is not None and buf.is_floating_point() and buf.dim() >= 2:
                 yield module, name, buf

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import constants, padding, position_bias, positional, recurrent, rows, shuffle, tied_attention, vit
+from . import (constants, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
+               split_order, subsample_attention, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("widths fixed by a constant", op_reason=constants.op_reason),
     Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
            shared_heads=position_bias.shared_key),
+    Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
+    Family("splits into parts of different sizes", watch=split_order.Ordered),
+    Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
+    Family("attention with separate q and kv reshaped to its input width (Twins)", watch=subsample_attention.Found,
+           fixed=subsample_attention.fixed, owns=subsample_attention.own_layers),
 )
 
 
