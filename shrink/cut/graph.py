@@ -209,9 +209,13 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
                 traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed,
                                                black_boxes))
-            if dg.oversized:  # every oversized walk at once: each names a layer to trace as a black box
+            if dg.oversized:  # the oversized walks of this pass at once: each names a layer to trace as a black box
+                found = [(e, failing_nodes(e)) for e in dg.oversized]
+                # A walk blamed on a reshape that no module ran is left for the next pass: the boxes
+                # the others name often end it (HaloNet's kv walks end with the attention boxed).
+                owned = [(e, nodes) for e, nodes in found if nodes and _nearest_owner(nodes[0], owners) is not None]
                 raise _boxes.TraceFailure(dg.oversized[0], [], others=[
-                    (e, _suspects(failing_nodes(e), owners)) for e in dg.oversized])
+                    (e, _suspects(nodes, owners)) for e, nodes in (owned or found)])
             for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
                 if any(f"{names[b.qkv]} (in)" in group.members for b in traced.tied):
                     group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
@@ -233,11 +237,27 @@ def _suspects(nodes, owners) -> list[nn.Module]:
     """The modules behind failing graph nodes: the module that ran the op, then the node's own."""
     suspects = []
     for node in nodes:
-        owner = owners.owner.get(node.grad_fn) if owners is not None else None
+        owner = _nearest_owner(node, owners) if owners is not None else None
         for m in (owner, node.module):
             if isinstance(m, nn.Module) and m not in suspects:
                 suspects.append(m)
     return suspects
+
+
+def _nearest_owner(node, owners, depth: int = 3):
+    """The module that ran ``node``'s op; for an op no module was seen running (a view that autograd
+    folded away), the owner of the nearest op around it."""
+    frontier, seen = [node], {node}
+    for _ in range(depth + 1):
+        for n in frontier:
+            owner = owners.owner.get(n.grad_fn)
+            if owner is not None:
+                return owner
+            if isinstance(n.module, nn.Module):
+                return None  # a layer of its own: it is the suspect
+        frontier = [m for n in frontier for m in (*n.inputs, *n.outputs) if m not in seen]
+        seen.update(frontier)
+    return None
 
 
 def _protect_tied(dg, groups: list[Group]) -> None:

@@ -106,6 +106,13 @@ def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
     return np.array([(i.idx, -1 if i.root_idx is None else i.root_idx) for i in out], dtype=np.int64).reshape(-1, 2)
 
 
+def _blame(dep, message: str):
+    """Raise GroupTooLarge from a frame whose only graph node is ``dep``'s (opaque.failing_nodes reads
+    the innermost frames first): the reshape that spread channels over positions, not whichever
+    layer the walk happened to reach when it ran over."""
+    raise GroupTooLarge(f"{message}: a reshape mixes channels with positions at {dep.target.name!r}")
+
+
 def _expanded(mapping, count: int) -> int:
     """How many positions ``mapping`` makes of ``count`` (a flatten multiplies them by its stride)."""
     if isinstance(mapping, index_mapping._FlattenIndexMapping) and not mapping.reverse:
@@ -171,12 +178,12 @@ class Graph(tp.DependencyGraph):
         reached: dict[tuple, tuple[Dependency, list]] = {}  # (node, handler) -> (first dep, fresh arrays in order)
         seen: dict[tuple, _Seen] = {}  # (node, handler) -> codes of the positions walked from there
         walked = 0
+        widest: list = [1, None]  # the largest flatten stride met, and its dependency: what to blame
 
         def too_large(count, dep):
             if walked + count > MAX_POSITIONS:
-                raise GroupTooLarge(f"the channels of {self._module2name.get(module, type(module).__name__)!r} "
-                                    f"reach over {MAX_POSITIONS:,} positions: a reshape mixes channels with "
-                                    f"positions at {dep.target.name!r}")
+                _blame(widest[1] or dep, f"the channels of {self._module2name.get(module, type(module).__name__)!r} "
+                                         f"reach over {MAX_POSITIONS:,} positions")
 
         def admit(dep, new):
             nonlocal walked
@@ -205,7 +212,10 @@ class Graph(tp.DependencyGraph):
                 mapped = current
                 for mapping in new_dep.index_mapping:
                     if mapping is not None:
-                        too_large(_expanded(mapping, len(mapped)), new_dep)  # before building the array
+                        grows = _expanded(mapping, len(mapped))
+                        if grows > widest[0] * len(mapped):
+                            widest[:] = [grows // max(len(mapped), 1), new_dep]
+                        too_large(grows, new_dep)  # before building the array
                         mapped = _mapped(mapping, mapped)
                 if len(mapped) == 0:
                     continue
