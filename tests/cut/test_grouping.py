@@ -122,3 +122,69 @@ def test_walk_stops_when_channels_meet_positions(monkeypatch):
     dg = grouping.Graph().build_dependency(model, example_inputs=torch.randn(1, 3, 16, 16))
     with pytest.raises(grouping.GroupTooLarge, match="'0'"):
         dg.get_pruning_group(model[0], tp.prune_conv_out_channels, list(range(8)))
+
+
+class ConvAttention(nn.Module):
+    """timm's Visformer attention: heads computed on a conv map, reshaped back to it."""
+
+    def __init__(self, dim: int, num_heads: int = 2):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Conv2d(dim, self.head_dim * num_heads * 3, 1, bias=False)
+        self.proj = nn.Conv2d(self.head_dim * num_heads, dim, 1, bias=False)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        x = self.qkv(x).reshape(B, 3, self.num_heads, self.head_dim, -1).permute(1, 0, 2, 4, 3)
+        q, k, v = x.unbind(0)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        x = (attn @ v).permute(0, 1, 3, 2).reshape(B, -1, H, W)
+        return self.proj(x)
+
+
+class VisformerBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm1, self.attn = nn.BatchNorm2d(dim), ConvAttention(dim)
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, 4 * dim, 1), nn.GELU(), nn.Conv2d(4 * dim, dim, 1))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Visformer(nn.Module):
+    def __init__(self, dim: int = 16, depth: int = 2):
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 4, 4)
+        self.blocks = nn.Sequential(*[VisformerBlock(dim) for _ in range(depth)])
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_oversized_walks_box_their_attention_in_one_pass(monkeypatch):
+    """Channels spread over positions in every attention block: each block is a black box (one pass
+    finds them all), named in the plan, and the MLPs are still cut."""
+    monkeypatch.setattr(grouping, "MAX_POSITIONS", 3000)  # the positions of one 16 x 8 x 8 map: 1024
+    passes = []
+    real = grouping.Graph.get_all_groups
+
+    def counting(self, *args, **kwargs):
+        passes.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(grouping.Graph, "get_all_groups", counting)
+    torch.manual_seed(0)
+    model, x = Visformer().eval(), torch.randn(2, 3, 32, 32)
+    result = shrink.compress(model, x)
+    boxes = result.plan.checks["black_boxes"]
+    assert sorted(boxes) == ["blocks.0.attn", "blocks.1.attn"]
+    assert all("positions" in why for why in boxes.values())
+    assert len(passes) == 2  # one pass finds both, one traces around them
+    assert result.model(x).shape == model(x).shape
+    mlp = [result.model.blocks[i].mlp[0].out_channels for i in range(2)]
+    assert mlp == [32, 32]  # the MLPs' hidden convs lose half their channels
