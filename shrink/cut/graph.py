@@ -31,6 +31,7 @@ from .opaque import failing_nodes, opaque, recording_owners
 
 _OPS = tp.ops
 _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)
+MAX_PASSES = 64  # traces of one model, each with the black boxes the previous ones found (the time budget still holds)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     parents = {m: p for p in model.modules() for m in p.children()}
     black_boxes: dict[nn.Module, str] = {}
     deadline = None if timeout is None else time.monotonic() + timeout
-    for _ in range(16):
+    for _ in range(MAX_PASSES):
         # The first try gets most of the budget; what a slow part leaves goes to the retries.
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         budget = left if left is None or black_boxes else 0.7 * left
@@ -150,7 +151,7 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
         traced.opaque = {names[m]: reason for m, reason in black_boxes.items()}
         _boxes.add_black_box_reasons(traced)
         return traced
-    raise UnsupportedLayerError("tracing kept failing in new places after 16 black boxes; "
+    raise UnsupportedLayerError(f"tracing kept failing in new places after {MAX_PASSES} passes; "
                                 "keep the failing blocks whole with ignore=[...]")
 
 

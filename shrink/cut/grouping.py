@@ -79,7 +79,10 @@ def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
     if kind is index_mapping._FlattenIndexMapping:
         stride = mapping._stride
         if mapping.reverse:
-            return np.unique(np.stack([idx // stride, root], 1), axis=0)
+            codes = np.unique((idx // stride) * _CODE + (root + 1))
+            return np.stack([codes // _CODE, codes % _CODE - 1], 1)
+        if stride <= 0:  # torch-pruning's range() over a stride it inferred wrong: nothing
+            return pos[:0]
         expanded = (idx[:, None] * stride + np.arange(stride)).reshape(-1)
         return np.stack([expanded, np.repeat(root, stride)], 1)
     if kind in (index_mapping._ConcatIndexMapping, index_mapping._SplitIndexMapping):
@@ -144,6 +147,7 @@ class Graph(tp.DependencyGraph):
     def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         """torch-pruning's get_all_groups, going on past oversized roots."""
         self.oversized = []
+        self._mappings_current = False
         visited, ignored = set(), set(ignored_layers) | set(self.IGNORED_LAYERS_IN_TRACING)
         for m in list(self.module2node):
             if m in ignored or m in visited or not isinstance(m, tuple(root_module_types)):
@@ -156,6 +160,8 @@ class Graph(tp.DependencyGraph):
             except GroupTooLarge as exc:
                 self.oversized.append(exc)
                 continue
+            finally:
+                self._mappings_current = True  # nothing is cut between these groups: map once
             prunable = True
             for dep, _ in group:
                 if self.is_out_channel_pruning_fn(dep.handler):
@@ -171,7 +177,8 @@ class Graph(tp.DependencyGraph):
             pruning_fn = function.prune_depthwise_conv_out_channels
         if isinstance(idxs, Number):
             idxs = [idxs]
-        index_mapping.update_index_mapping(self)
+        if not getattr(self, "_mappings_current", False):  # torch-pruning redoes it per group (shape inference)
+            index_mapping.update_index_mapping(self)
         root = self.module2node[module]
         start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
 
