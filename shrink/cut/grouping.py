@@ -147,7 +147,7 @@ class Graph(tp.DependencyGraph):
     def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         """torch-pruning's get_all_groups, going on past oversized roots."""
         self.oversized = []
-        self._mappings_current = False
+        index_mapping.update_index_mapping(self)  # once: nothing is cut between these groups
         visited, ignored = set(), set(ignored_layers) | set(self.IGNORED_LAYERS_IN_TRACING)
         for m in list(self.module2node):
             if m in ignored or m in visited or not isinstance(m, tuple(root_module_types)):
@@ -156,12 +156,10 @@ class Graph(tp.DependencyGraph):
             if pruner is None or pruner.get_out_channels(m) is None:
                 continue
             try:
-                group = self.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+                group = self._group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))), remap=False)
             except GroupTooLarge as exc:
                 self.oversized.append(exc)
                 continue
-            finally:
-                self._mappings_current = True  # nothing is cut between these groups: map once
             prunable = True
             for dep, _ in group:
                 if self.is_out_channel_pruning_fn(dep.handler):
@@ -171,13 +169,16 @@ class Graph(tp.DependencyGraph):
                 yield group
 
     def get_pruning_group(self, module, pruning_fn, idxs) -> Group:
+        return self._group(module, pruning_fn, idxs, remap=True)
+
+    def _group(self, module, pruning_fn, idxs, *, remap: bool) -> Group:
         if module not in self.module2node:
             raise ValueError(f"Module {module} is not in the dependency graph.")
         if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
             pruning_fn = function.prune_depthwise_conv_out_channels
         if isinstance(idxs, Number):
             idxs = [idxs]
-        if not getattr(self, "_mappings_current", False):  # torch-pruning redoes it per group (shape inference)
+        if remap:  # the graph may have been cut since: torch-pruning redoes the mappings for every group
             index_mapping.update_index_mapping(self)
         root = self.module2node[module]
         start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
