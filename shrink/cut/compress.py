@@ -225,7 +225,7 @@ def compress(
         return compress_to_target(model, example_inputs, target=target, ratio=ratio, runtime=runtime, device=device,
                                   batch_size=batch_size, scope=scope, norm=norm, reinit=reinit,
                                   initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
-                                  seed=seed)
+                                  seed=seed, strict=strict, trace_timeout=trace_timeout, uniform=uniform)
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if reinit == "initial":

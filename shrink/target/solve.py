@@ -30,9 +30,11 @@ from ..cut import graph, select
 from ..cut.compress import Result, compress
 from ..cut.measure import Measured, count
 from ..errors import ShrinkError, ShrinkValueError
+from ..layers import hf_config
 from . import allocate as _alloc
 from .space import Space, build, ratios
 from .tables import Curves, LatencyTable, fast_widths
+from .tie import tie
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,12 @@ def compress_to_target(model, example_inputs, *, target: dict, ratio, runtime: s
         raise ShrinkValueError("round_to= applies to ratio mode; a target snaps widths to measured fast ones itself")
     if options.get("scope") != "local":
         raise ShrinkValueError("speed targets, budgets and round_to='auto' choose per-group widths: use scope='local'")
-    traced = graph.trace(clone(model), example_inputs, ignore=options.get("ignore", ()))
+    traced = graph.trace(clone(model), example_inputs, ignore=options.get("ignore", ()),
+                         timeout=options.get("trace_timeout", 180.0))
     space = build(traced, example_inputs, p=options.get("norm", 1))
+    uniform = options.get("uniform")
+    if hf_config.is_hf(model) if uniform is None else uniform:
+        space = tie(space, traced)  # compress would equalise each kind's widths: allocate them as one
     if not space.knobs:
         raise ShrinkValueError("the model has no group that can be narrowed (shrink.analyze lists why each layer "
                                "is kept whole), so no target can be reached by cutting")
