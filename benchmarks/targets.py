@@ -68,6 +68,20 @@ def importance_share(space, keep) -> float:
     return sum(k.value(n) for k, n in zip(space.knobs, keep)) / sum(k.value(k.units) for k in space.knobs)
 
 
+def weight_mass(model) -> float:
+    """Sum of |w| over every convolution and linear weight (HF Conv1D included): the L1 mass a cut keeps.
+
+    A weight survives a cut only if both its input and its output channel are kept, so a channel of a
+    wide or large-kernel layer counts by all the weights it carries, not as one unit."""
+    from shrink.layers.rows import is_hf_conv1d
+
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)) or is_hf_conv1d(m):
+            total += float(m.weight.detach().abs().double().sum())
+    return total
+
+
 def keep_of(space, ratios: dict) -> list[int]:
     return [k.units - math.floor(ratios.get(k.name, 0.0) * k.units + 1e-9) for k in space.knobs]
 
@@ -89,7 +103,8 @@ def run_one(name, batch, speedup, out_rows):
     except shrink.ShrinkError as exc:
         r, error = None, str(exc)
     seconds = time.perf_counter() - started
-    row = {"model": name, "batch": batch, "target": speedup, "compress_s": seconds, "error": error}
+    row = {"model": name, "batch": batch, "target": speedup, "compress_s": seconds, "error": error,
+           "load_1min": os.getloadavg()[0]}
     if r is not None:
         m = r.measured
         keep = keep_of(space, r.plan.settings["widths_kept"] or {})
@@ -97,6 +112,8 @@ def run_one(name, batch, speedup, out_rows):
         models = {"dense": dense, "target": r.model}
         for u in ratios:
             models[f"u{u}"] = shrink.compress(dense, x, ratio=u).model
+        dense_mass = weight_mass(dense)
+        mass = {k: weight_mass(v) / dense_mass for k, v in models.items()}
         rep = shrink.benchmark(models, x, runtimes=("onnxruntime",), devices=("cpu",), batch_sizes=(batch,),
                                progress=False)
         p50 = {row_.model: row_.p50_ms for row_ in rep.rows}
@@ -115,6 +132,11 @@ def run_one(name, batch, speedup, out_rows):
             "importance_target": importance_share(space, keep),
             "uniform_ratio_same_latency": u_same,
             "importance_uniform": importance_share(space, uniform_keep(space, u_same)),
+            # parameter-weighted: share of the dense model's L1 weight mass still in the cut model
+            "mass_target": mass["target"],
+            "mass_uniform": float(np.interp(u_same, ratios, [mass[f"u{u}"] for u in ratios])),
+            "mass_uniform_points": {f"{u}": mass[f"u{u}"] for u in ratios},
+            "macs_uniform": float(np.interp(u_same, ratios, [shrink.count(models[f"u{u}"], x).macs for u in ratios])),
             "uniform_p50_ms": {f"{u}": p50[f"u{u}"] for u in ratios}, "recheck_p50_ms": p50,
             "bench_notes": list(rep.notes),
         })
@@ -124,12 +146,22 @@ def run_one(name, batch, speedup, out_rows):
 
 def line(r) -> str:
     if r.get("error"):
-        return f"| {r['model']} | {r['batch']} | x{r['target']} | not met: {r['error'][:300]} | | | | | | {r['compress_s']:.0f} |"
+        return f"| {r['model']} | {r['batch']} | x{r['target']} | not met: {r['error'][:300]} | | | | | | | {r['compress_s']:.0f}{_load(r)} |"
     return (f"| {r['model']} | {r['batch']} | x{r['target']} | x{r['measured_speedup']:.2f} "
             f"({r['speedup_interval'][0]:.2f}-{r['speedup_interval'][1]:.2f}) | x{r['predicted_speedup']:.2f} | "
             f"{r['dense_p50_ms']:.2f} → {r['compressed_p50_ms']:.2f} | ÷{r['macs_ratio']:.2f} (eff {r['mac_efficiency']:.2f}) | "
-            f"÷{r['params_ratio']:.2f} | {r['importance_target']:.3f} vs {r['importance_uniform']:.3f} "
-            f"(uniform ratio {r['uniform_ratio_same_latency']:.2f}) | {r['compress_s']:.0f} |")
+            f"÷{r['params_ratio']:.2f} | {_mass(r)}{r['importance_target']:.3f} vs {r['importance_uniform']:.3f} "
+            f"(uniform ratio {r['uniform_ratio_same_latency']:.2f}) | {r['compress_s']:.0f}{_load(r)} |")
+
+
+def _load(r) -> str:
+    return f" (load {r['load_1min']:.1f})" if "load_1min" in r else ""
+
+
+def _mass(r) -> str:
+    if "mass_target" not in r:
+        return "| "
+    return f"**{r['mass_target']:.3f} vs {r['mass_uniform']:.3f}** | "
 
 
 def digits(rows_out):
@@ -202,15 +234,27 @@ def _write(path, rows, dig, info, load, args, seconds):
              "agents' jobs while this ran, so every latency is noisy; the interval beside each speed-up is the 95% "
              "interval of the per-round ratio from interleaved calls.", "",
              f"Images 224x224, BERT-small (4 layers, 512 wide, 8 heads) at sequence 128. compress time includes "
-             f"measuring the latency tables into an empty cache. Importance = share of the (per-group mean-normalised) "
-             f"L1 scores kept (a head weighs as its head_dim channels): target's allocation vs a uniform ratio "
-             f"interpolated to the same measured latency. The suite's models carry random initial weights (no "
-             f"trained checkpoints can be downloaded here), so their L1 scores are nearly flat and this share "
-             f"mostly counts kept channels. "
+             f"measuring the latency tables into an empty cache (each run of this script starts with an empty "
+             f"cache; models run in the order listed, so only the first row of a batch size is fully cold). "
              f"Run took {seconds:.0f} s.", "",
+             "Two importance columns, both comparing the target's cut with a uniform ratio at the *same measured "
+             "latency* (the uniform ratio is interpolated between three uniform cuts timed together with the "
+             "target's model):", "",
+             "- **L1 weight mass kept** (the honest one): sum of |w| over every conv/linear weight of the cut "
+             "model ÷ the same over the dense model. A weight survives only if both its input and output "
+             "channel are kept, so a channel of a big layer counts by all the weights it carries. The uniform "
+             "side is interpolated (linearly in the ratio) between the three uniform cuts' measured masses.",
+             "- **allocation's own objective**: share of per-group mean-normalised L1 scores kept (each group's "
+             "channels count 1 on average, a head as its head_dim channels), as the allocation maximises it. "
+             "It counts a channel of a 16-wide layer as much as one of a 2048-wide layer, so it flatters an "
+             "allocation that cuts big layers; read it as 'channels kept'.",
+             "", "The models carry random initial weights (no trained checkpoints can be downloaded here), so "
+             "per-channel L1 scores are nearly flat: neither column says anything about accuracy; the first "
+             "one measures how much of the network (by weight mass) survives at that latency.", "",
              "| model | batch | target | measured speed-up (95%) | predicted | p50 ms dense → cut | MACs (eff = "
-             "speed-up ÷ MAC ratio) | params | L1 importance kept: target vs uniform | compress s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "speed-up ÷ MAC ratio) | params | L1 weight mass kept: target vs uniform | allocation's objective: "
+             "target vs uniform | compress s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [line(r) for r in rows]
     if dig:
         d = dig[0]
