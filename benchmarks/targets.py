@@ -235,7 +235,8 @@ def _write(path, rows, dig, info, load, args, seconds):
              "interval of the per-round ratio from interleaved calls.", "",
              f"Images 224x224, BERT-small (4 layers, 512 wide, 8 heads) at sequence 128. compress time includes "
              f"measuring the latency tables into an empty cache (each run of this script starts with an empty "
-             f"cache; models run in the order listed, so only the first row of a batch size is fully cold). "
+             f"cache, so a model's first row at a batch size measures all its tables; a later row of the same "
+             f"model and batch, e.g. speedup=3 after speedup=2, reuses them). "
              f"Run took {seconds:.0f} s.", "",
              "Two importance columns, both comparing the target's cut with a uniform ratio at the *same measured "
              "latency* (the uniform ratio is interpolated between three uniform cuts timed together with the "
