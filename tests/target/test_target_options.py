@@ -145,3 +145,13 @@ def test_a_hugging_face_model_is_allocated_uniform_by_default_and_free_with_unif
     assert kept.get("encoder.layer.0.intermediate.dense") == kept.get("encoder.layer.1.intermediate.dense")
     for r in (uniform, free):
         assert r.after.macs <= 0.6 * r.before.macs
+
+
+def test_bad_options_are_caught_before_the_target_path():
+    x = torch.randn(1, 3)
+    with pytest.raises(shrink.ShrinkTypeError, match="model must be a torch.nn.Module"):
+        shrink.compress("not a model", x, macs=0.5)
+    with pytest.raises(shrink.ShrinkValueError, match="reinit='initial' needs initial_state="):
+        shrink.compress(nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)), x, macs=0.5, reinit="initial")
+    with pytest.raises(shrink.ShrinkTypeError, match="seed must be an int"):
+        shrink.compress(nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)), x, macs=0.5, seed="1")
