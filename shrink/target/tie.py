@@ -11,7 +11,8 @@ importance summed), and kinds that `equalise` keeps whole are taken out of the s
 2. A kind with a member kept whole (a model output, ``ignore=``), and, for a Hugging Face model, a
    kind its config has no field for or one spread over several widths, stays whole: its knobs go.
 3. Where the family derives the head size from the hidden size (BERT, ViT, ...), the hidden width
-   follows the heads: the hidden knob joins the heads knob (kept hidden = kept heads x head_dim).
+   follows the heads: the hidden knob joins the heads knob (kept hidden = kept heads x head_dim),
+   and where the hidden width stays whole (a model output), so do the heads.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def kinds(traced: graph.Traced) -> dict[str, str | None]:
             sizes = {x.units if op == "heads" else x.width for k in ks for op, x in members[k]}
             if len(sizes) > 1:
                 whole.update(ks)
+    heads = [k for k in members if k.startswith("heads:")]
+    if "hidden" in whole and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
+        whole.add(heads[0])  # head size = hidden / heads: with the hidden width whole, so are the heads
     out = {}
     for kind, xs in members.items():
         for op, x in xs:

@@ -155,3 +155,14 @@ def test_bad_options_are_caught_before_the_target_path():
         shrink.compress(nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)), x, macs=0.5, reinit="initial")
     with pytest.raises(shrink.ShrinkTypeError, match="seed must be an int"):
         shrink.compress(nn.Sequential(nn.Linear(3, 8), nn.Linear(8, 2)), x, macs=0.5, seed="1")
+
+
+def test_heads_whose_size_follows_a_hidden_width_kept_whole_are_not_offered():
+    # BertModel returns the hidden states: the hidden width is an output, so (head size = hidden /
+    # heads) equalise keeps the heads whole too; the tied space must not price cutting them.
+    hf = pytest.importorskip("hf_models")
+    model, x = hf.bert(), hf.token_inputs()
+    traced = graph.trace(model, x)
+    tied = _tie.tie(_space.build(traced, x), traced)
+    assert [k.kind for k in tied.knobs] == ["channels"]
+    assert {p.name for p in tied.knobs[0].parts} == {f"encoder.layer.{i}.intermediate.dense" for i in range(2)}
