@@ -58,13 +58,14 @@ def write(rows, info, seconds) -> None:
     lines = ["# The latency that does not shrink with width (ONNX Runtime CPU)", "", header(info), "",
              f"Uniform cuts timed together with dense, interleaved (`shrink.benchmark`, 2 threads). Load is "
              f"recorded per row: the machine's 2 cores were shared with other agents, so figures are noisy. "
-             f"Run took {seconds:.0f} s.", "",
-             "Efficiency = speed-up ÷ MAC ratio. `floor` = latency at ratio 0.9 ÷ dense latency: an upper bound "
-             "on the part no cut removes. `best eff at xS` = (T − S·F)/(T − F): the efficiency a cut reaching xS "
-             "can have at most if everything above the floor F scaled with MACs (negative: xS is beyond "
-             "what cutting widths can give).", "",
+             + (f"Run took {seconds:.0f} s." if seconds else ""), "",
+             "Efficiency = speed-up ÷ MAC ratio. `floor` F = latency at ratio 0.9 ÷ dense latency T: an upper "
+             "bound on the part of the time no cut removes. `proportional eff at xS` = (T − S·F)/(T − F): the "
+             "efficiency a cut reaching xS would have if everything above the floor scaled with MACs. It is a "
+             "guide, not a bound: narrow layers can fall faster than their MACs (caches, fast widths), which is "
+             "what a latency-aware allocation looks for (see targets_cpu_*.md).", "",
              "| model | batch | dense ms | ratio 0.5: ms (speed-up, MACs ÷, eff) | ratio 0.8 | ratio 0.9 | floor "
-             "| best eff at x1.5 / x2 / x3 | load |", "|---|---|---|---|---|---|---|---|---|"]
+             "| proportional eff at x1.5 / x2 / x3 | load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["p50_ms"]["dense"]
         cells = []
@@ -78,14 +79,19 @@ def write(rows, info, seconds) -> None:
                      f"{best} | {load} |")
     out = HERE / "results" / "floor_cpu.md"
     out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1, default=str))
+    out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows, "seconds": seconds}, indent=1,
+                                                   default=str))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["mobilenet_v2", "convnext_tiny"])
     parser.add_argument("--batch", nargs="*", type=int, default=[1, 8])
+    parser.add_argument("--rewrite", action="store_true", help="re-render the table from floor_cpu.json")
     args = parser.parse_args()
+    if args.rewrite:
+        doc = json.loads((HERE / "results" / "floor_cpu.json").read_text())
+        return write(doc["rows"], doc["machine"], doc.get("seconds"))
     info, rows, started = machine(), [], time.perf_counter()
     for name in args.models:
         run(name, args.batch, rows)
