@@ -163,10 +163,33 @@ def _load(r) -> str:
     return f" (load {r['load_1min']:.1f})" if "load_1min" in r else ""
 
 
+def uniform_mass(r) -> tuple[float | None, str]:
+    """The uniform side of the weight-mass comparison, and how it was chosen.
+
+    Interpolated at the target's latency where the uniform cuts' latency falls as the ratio grows;
+    where it does not (MobileNetV2 on ORT: some widths are slow, a smaller cut can be slower), the
+    best uniform cut measured no slower than the target instead."""
+    rel, pts = r.get("relative_latency_paired"), r.get("mass_uniform_points")
+    if not rel or not pts:
+        return r["mass_uniform"], ""
+    us = sorted(pts, key=float)
+    lats = [rel[f"u{u}"] for u in us]
+    if all(a > b for a, b in zip(lats, lats[1:])):
+        return r["mass_uniform"], ""
+    faster = [u for u in us if rel[f"u{u}"] <= rel["target"]]
+    if not faster:
+        return None, "no uniform cut measured as fast"
+    u = min(faster, key=float)
+    return pts[u], f"uniform latency not monotone in ratio ({', '.join(f'{k} {rel[chr(117) + k]:.2f}' for k in us)} of dense); best uniform no slower: ratio {u}"
+
+
 def _mass(r) -> str:
     if "mass_target" not in r:
         return "| "
-    return f"**{r['mass_target']:.3f} vs {r['mass_uniform']:.3f}** | "
+    m, how = uniform_mass(r)
+    if m is None:
+        return f"**{r['mass_target']:.3f}** vs - ({how}) | "
+    return f"**{r['mass_target']:.3f} vs {m:.3f}**{' (' + how + ')' if how else ''} | "
 
 
 def digits(rows_out):
@@ -215,7 +238,18 @@ def main() -> None:
     parser.add_argument("--speedups", nargs="*", type=float, default=[2.0, 3.0])
     parser.add_argument("--digits", action="store_true")
     parser.add_argument("--name", default="targets_cpu")
+    parser.add_argument("--rewrite", action="store_true", help="re-render results/NAME.md from its JSON")
     args = parser.parse_args()
+    if args.rewrite:
+        path = HERE / "results" / f"{args.name}.md"
+        doc = json.loads(path.with_suffix(".json").read_text())
+        if not doc.get("end_load"):  # older JSON: the load at its last write is in the table
+            import re
+
+            found = re.search(r"at this write: `([^`]*)`", path.read_text())
+            doc["end_load"] = found.group(1) if found else "not recorded"
+        return _write(path, doc["rows"], doc["digits"], doc["machine"], doc["load"], args, doc.get("seconds"),
+                      doc.get("end_load"))
     os.environ.setdefault("SHRINK_CACHE_DIR", tempfile.mkdtemp(prefix="shrink-bench-cache-"))  # first call: cold
     info = machine()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -232,8 +266,8 @@ def main() -> None:
     _write(out_md, rows, dig, info, load, args, time.perf_counter() - started)
 
 
-def _write(path, rows, dig, info, load, args, seconds):
-    end_load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+def _write(path, rows, dig, info, load, args, seconds, end_load=None):
+    end_load = end_load or subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = ["# Speed targets on ONNX Runtime CPU", "", header(info), "",
              f"Load at start: `{load}`; at this write: `{end_load}`. The machine's 2 cores were shared with other "
              "agents' jobs while this ran, so every latency is noisy; the interval beside each speed-up is the 95% "
@@ -242,7 +276,7 @@ def _write(path, rows, dig, info, load, args, seconds):
              f"measuring the latency tables into an empty cache (each run of this script starts with an empty "
              f"cache, so a model's first row at a batch size measures all its tables; a later row of the same "
              f"model and batch, e.g. speedup=3 after speedup=2, reuses them). "
-             f"Run took {seconds:.0f} s.", "",
+             + (f"Run took {seconds:.0f} s." if seconds else ""), "",
              "Two importance columns, both comparing the target's cut with a uniform ratio at the *same measured "
              "latency* (the uniform ratio is interpolated between three uniform cuts timed together with the "
              "target's model):", "",
@@ -281,8 +315,8 @@ def _write(path, rows, dig, info, load, args, seconds):
                          f"{a['after_bn']:.4f} | {a['after_5_epochs_distill']:.4f} |")
         lines += [f"**Note:** {n}" for n in d["notes"]]
     path.write_text("\n".join(lines) + "\n")
-    path.with_suffix(".json").write_text(json.dumps({"machine": info, "load": load, "rows": rows, "digits": dig},
-                                                    indent=1, default=str))
+    path.with_suffix(".json").write_text(json.dumps({"machine": info, "load": load, "rows": rows, "digits": dig,
+                                                     "seconds": seconds, "end_load": end_load}, indent=1, default=str))
 
 
 if __name__ == "__main__":
