@@ -68,6 +68,20 @@ def importance_share(space, keep) -> float:
     return sum(k.value(n) for k, n in zip(space.knobs, keep)) / sum(k.value(k.units) for k in space.knobs)
 
 
+def weight_mass(model) -> float:
+    """Sum of |w| over every convolution and linear weight (HF Conv1D included): the L1 mass a cut keeps.
+
+    A weight survives a cut only if both its input and its output channel are kept, so a channel of a
+    wide or large-kernel layer counts by all the weights it carries, not as one unit."""
+    from shrink.layers.rows import is_hf_conv1d
+
+    total = 0.0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)) or is_hf_conv1d(m):
+            total += float(m.weight.detach().abs().double().sum())
+    return total
+
+
 def keep_of(space, ratios: dict) -> list[int]:
     return [k.units - math.floor(ratios.get(k.name, 0.0) * k.units + 1e-9) for k in space.knobs]
 
@@ -89,7 +103,8 @@ def run_one(name, batch, speedup, out_rows):
     except shrink.ShrinkError as exc:
         r, error = None, str(exc)
     seconds = time.perf_counter() - started
-    row = {"model": name, "batch": batch, "target": speedup, "compress_s": seconds, "error": error}
+    row = {"model": name, "batch": batch, "target": speedup, "compress_s": seconds, "error": error,
+           "load_1min": os.getloadavg()[0]}
     if r is not None:
         m = r.measured
         keep = keep_of(space, r.plan.settings["widths_kept"] or {})
@@ -97,11 +112,17 @@ def run_one(name, batch, speedup, out_rows):
         models = {"dense": dense, "target": r.model}
         for u in ratios:
             models[f"u{u}"] = shrink.compress(dense, x, ratio=u).model
+        dense_mass = weight_mass(dense)
+        mass = {k: weight_mass(v) / dense_mass for k, v in models.items()}
         rep = shrink.benchmark(models, x, runtimes=("onnxruntime",), devices=("cpu",), batch_sizes=(batch,),
                                progress=False)
         p50 = {row_.model: row_.p50_ms for row_ in rep.rows}
-        lat = [math.log(p50[f"u{u}"]) for u in ratios]
-        target_lat = math.log(p50["target"])
+        # Latency relative to dense: the median of per-round ratios of interleaved calls (a burst of
+        # load hits both calls of a round), not a ratio of p50s taken over the whole run.
+        paired = {k[0]: v for k, v in rep.intervals.items() if k[1] == "dense"}
+        rel = {name_: paired[name_][1] if name_ in paired else p50[name_] / p50["dense"] for name_ in p50}
+        lat = [math.log(rel[f"u{u}"]) for u in ratios]
+        target_lat = math.log(rel["target"])
         # latency falls as the ratio grows: interpolate the ratio with the target's latency
         order = np.argsort(lat)
         u_same = float(np.interp(target_lat, np.array(lat)[order], np.array(ratios)[order]))
@@ -115,7 +136,13 @@ def run_one(name, batch, speedup, out_rows):
             "importance_target": importance_share(space, keep),
             "uniform_ratio_same_latency": u_same,
             "importance_uniform": importance_share(space, uniform_keep(space, u_same)),
+            # parameter-weighted: share of the dense model's L1 weight mass still in the cut model
+            "mass_target": mass["target"],
+            "mass_uniform": float(np.interp(u_same, ratios, [mass[f"u{u}"] for u in ratios])),
+            "mass_uniform_points": {f"{u}": mass[f"u{u}"] for u in ratios},
+            "macs_uniform": float(np.interp(u_same, ratios, [shrink.count(models[f"u{u}"], x).macs for u in ratios])),
             "uniform_p50_ms": {f"{u}": p50[f"u{u}"] for u in ratios}, "recheck_p50_ms": p50,
+            "relative_latency_paired": rel, "same_latency_by": "paired",
             "bench_notes": list(rep.notes),
         })
     out_rows.append(row)
@@ -124,12 +151,45 @@ def run_one(name, batch, speedup, out_rows):
 
 def line(r) -> str:
     if r.get("error"):
-        return f"| {r['model']} | {r['batch']} | x{r['target']} | not met: {r['error'][:300]} | | | | | | {r['compress_s']:.0f} |"
+        return f"| {r['model']} | {r['batch']} | x{r['target']} | not met: {r['error'][:300]} | | | | | | | {r['compress_s']:.0f}{_load(r)} |"
     return (f"| {r['model']} | {r['batch']} | x{r['target']} | x{r['measured_speedup']:.2f} "
             f"({r['speedup_interval'][0]:.2f}-{r['speedup_interval'][1]:.2f}) | x{r['predicted_speedup']:.2f} | "
             f"{r['dense_p50_ms']:.2f} → {r['compressed_p50_ms']:.2f} | ÷{r['macs_ratio']:.2f} (eff {r['mac_efficiency']:.2f}) | "
-            f"÷{r['params_ratio']:.2f} | {r['importance_target']:.3f} vs {r['importance_uniform']:.3f} "
-            f"(uniform ratio {r['uniform_ratio_same_latency']:.2f}) | {r['compress_s']:.0f} |")
+            f"÷{r['params_ratio']:.2f} | {_mass(r)}{r['importance_target']:.3f} vs {r['importance_uniform']:.3f} "
+            f"(uniform ratio {r['uniform_ratio_same_latency']:.2f}) | {r['compress_s']:.0f}{_load(r)} |")
+
+
+def _load(r) -> str:
+    return f" (load {r['load_1min']:.1f})" if "load_1min" in r else ""
+
+
+def uniform_mass(r) -> tuple[float | None, str]:
+    """The uniform side of the weight-mass comparison, and how it was chosen.
+
+    Interpolated at the target's latency where the uniform cuts' latency falls as the ratio grows;
+    where it does not (MobileNetV2 on ORT: some widths are slow, a smaller cut can be slower), the
+    best uniform cut measured no slower than the target instead."""
+    rel, pts = r.get("relative_latency_paired"), r.get("mass_uniform_points")
+    if not rel or not pts:
+        return r["mass_uniform"], ""
+    us = sorted(pts, key=float)
+    lats = [rel[f"u{u}"] for u in us]
+    if all(a > b for a, b in zip(lats, lats[1:])):
+        return r["mass_uniform"], ""
+    faster = [u for u in us if rel[f"u{u}"] <= rel["target"]]
+    if not faster:
+        return None, "no uniform cut measured as fast"
+    u = min(faster, key=float)
+    return pts[u], f"uniform latency not monotone in ratio ({', '.join(f'{k} {rel[chr(117) + k]:.2f}' for k in us)} of dense); best uniform no slower: ratio {u}"
+
+
+def _mass(r) -> str:
+    if "mass_target" not in r:
+        return "| "
+    m, how = uniform_mass(r)
+    if m is None:
+        return f"**{r['mass_target']:.3f}** vs - ({how}) | "
+    return f"**{r['mass_target']:.3f} vs {m:.3f}**{' (' + how + ')' if how else ''} | "
 
 
 def digits(rows_out):
@@ -178,7 +238,18 @@ def main() -> None:
     parser.add_argument("--speedups", nargs="*", type=float, default=[2.0, 3.0])
     parser.add_argument("--digits", action="store_true")
     parser.add_argument("--name", default="targets_cpu")
+    parser.add_argument("--rewrite", action="store_true", help="re-render results/NAME.md from its JSON")
     args = parser.parse_args()
+    if args.rewrite:
+        path = HERE / "results" / f"{args.name}.md"
+        doc = json.loads(path.with_suffix(".json").read_text())
+        if not doc.get("end_load"):  # older JSON: the load at its last write is in the table
+            import re
+
+            found = re.search(r"at this write: `([^`]*)`", path.read_text())
+            doc["end_load"] = found.group(1) if found else "not recorded"
+        return _write(path, doc["rows"], doc["digits"], doc["machine"], doc["load"], args, doc.get("seconds"),
+                      doc.get("end_load"))
     os.environ.setdefault("SHRINK_CACHE_DIR", tempfile.mkdtemp(prefix="shrink-bench-cache-"))  # first call: cold
     info = machine()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -195,22 +266,39 @@ def main() -> None:
     _write(out_md, rows, dig, info, load, args, time.perf_counter() - started)
 
 
-def _write(path, rows, dig, info, load, args, seconds):
-    end_load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+def _write(path, rows, dig, info, load, args, seconds, end_load=None):
+    end_load = end_load or subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = ["# Speed targets on ONNX Runtime CPU", "", header(info), "",
              f"Load at start: `{load}`; at this write: `{end_load}`. The machine's 2 cores were shared with other "
              "agents' jobs while this ran, so every latency is noisy; the interval beside each speed-up is the 95% "
              "interval of the per-round ratio from interleaved calls.", "",
              f"Images 224x224, BERT-small (4 layers, 512 wide, 8 heads) at sequence 128. compress time includes "
-             f"measuring the latency tables into an empty cache. Importance = share of the (per-group mean-normalised) "
-             f"L1 scores kept (a head weighs as its head_dim channels): target's allocation vs a uniform ratio "
-             f"interpolated to the same measured latency. The suite's models carry random initial weights (no "
-             f"trained checkpoints can be downloaded here), so their L1 scores are nearly flat and this share "
-             f"mostly counts kept channels. "
-             f"Run took {seconds:.0f} s.", "",
+             f"measuring the latency tables into an empty cache (each run of this script starts with an empty "
+             f"cache, so a model's first row at a batch size measures all its tables; a later row of the same "
+             f"model and batch, e.g. speedup=3 after speedup=2, reuses them). "
+             + (f"Run took {seconds:.0f} s." if seconds else ""), "",
+             "Two importance columns, both comparing the target's cut with a uniform ratio at the *same measured "
+             "latency* (the uniform ratio is interpolated between three uniform cuts timed together with the "
+             "target's model):", "",
+             "- **L1 weight mass kept** (the honest one): sum of |w| over every conv/linear weight of the cut "
+             "model ÷ the same over the dense model. A weight survives only if both its input and output "
+             "channel are kept, so a channel of a big layer counts by all the weights it carries. The uniform "
+             "side is interpolated (linearly in the ratio) between the three uniform cuts' measured masses.",
+             "- **allocation's own objective**: share of per-group mean-normalised L1 scores kept (each group's "
+             "channels count 1 on average, a head as its head_dim channels), as the allocation maximises it. "
+             "It counts a channel of a 16-wide layer as much as one of a 2048-wide layer, so it flatters an "
+             "allocation that cuts big layers; read it as 'channels kept'.",
+             "", "The models carry random initial weights (no trained checkpoints can be downloaded here), so "
+             "per-channel L1 scores are nearly flat: neither column says anything about accuracy; the first "
+             "one measures how much of the network (by weight mass) survives at that latency.", "",
+             "Same latency: each uniform cut's latency relative to dense is the median of per-round ratios of "
+             "interleaved calls (rows whose JSON lacks `same_latency_by` used ratios of p50s), and the uniform "
+             "ratio matching the target's relative latency is interpolated in log latency. Under this load "
+             "a row's interpolation can still be off (see `relative_latency_paired` in the JSON).", "",
              "| model | batch | target | measured speed-up (95%) | predicted | p50 ms dense → cut | MACs (eff = "
-             "speed-up ÷ MAC ratio) | params | L1 importance kept: target vs uniform | compress s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "speed-up ÷ MAC ratio) | params | L1 weight mass kept: target vs uniform | allocation's objective: "
+             "target vs uniform | compress s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [line(r) for r in rows]
     if dig:
         d = dig[0]
@@ -227,8 +315,8 @@ def _write(path, rows, dig, info, load, args, seconds):
                          f"{a['after_bn']:.4f} | {a['after_5_epochs_distill']:.4f} |")
         lines += [f"**Note:** {n}" for n in d["notes"]]
     path.write_text("\n".join(lines) + "\n")
-    path.with_suffix(".json").write_text(json.dumps({"machine": info, "load": load, "rows": rows, "digits": dig},
-                                                    indent=1, default=str))
+    path.with_suffix(".json").write_text(json.dumps({"machine": info, "load": load, "rows": rows, "digits": dig,
+                                                     "seconds": seconds, "end_load": end_load}, indent=1, default=str))
 
 
 if __name__ == "__main__":

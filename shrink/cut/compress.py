@@ -220,14 +220,6 @@ def compress(
     target = check_target(ratio, {"speedup": speedup, "latency_ms": latency_ms, "macs": macs, "params": params})
     ratio = 0.5 if ratio is None and not target else ratio
     check_options(ratio if ratio is not None else 0.5, scope, norm, reinit, round_to)
-    if target or round_to == "auto":
-        # target/ sits above cut/ (it measures on deploy/'s runtimes): imported only when asked for.
-        from ..target.solve import compress_to_target
-
-        return compress_to_target(model, example_inputs, target=target, ratio=ratio, runtime=runtime, device=device,
-                                  batch_size=batch_size, scope=scope, norm=norm, reinit=reinit,
-                                  initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
-                                  seed=seed)
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if reinit == "initial":
@@ -236,6 +228,14 @@ def compress(
     checks.finite_parameters(model)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ShrinkTypeError(f"seed must be an int; got {type(seed).__name__} {seed!r}")
+    if target or round_to == "auto":
+        # target/ sits above cut/ (it measures on deploy/'s runtimes): imported only when asked for.
+        from ..target.solve import compress_to_target
+
+        return compress_to_target(model, example_inputs, target=target, ratio=ratio, runtime=runtime, device=device,
+                                  batch_size=batch_size, scope=scope, norm=norm, reinit=reinit,
+                                  initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
+                                  seed=seed, strict=strict, trace_timeout=trace_timeout, uniform=uniform)
     source_sha256 = state_hash(model.state_dict())
     # A pristine copy to retry from if the first cut fails its checks (compress never cuts the
     # caller's model unless inplace=True).

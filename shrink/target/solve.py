@@ -30,9 +30,11 @@ from ..cut import graph, select
 from ..cut.compress import Result, compress
 from ..cut.measure import Measured, count
 from ..errors import ShrinkError, ShrinkValueError
+from ..layers import hf_config
 from . import allocate as _alloc
 from .space import Space, build, ratios
 from .tables import Curves, LatencyTable, fast_widths
+from .tie import tie
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,12 @@ def compress_to_target(model, example_inputs, *, target: dict, ratio, runtime: s
         raise ShrinkValueError("round_to= applies to ratio mode; a target snaps widths to measured fast ones itself")
     if options.get("scope") != "local":
         raise ShrinkValueError("speed targets, budgets and round_to='auto' choose per-group widths: use scope='local'")
-    traced = graph.trace(clone(model), example_inputs, ignore=options.get("ignore", ()))
+    traced = graph.trace(clone(model), example_inputs, ignore=options.get("ignore", ()),
+                         timeout=options.get("trace_timeout", 180.0))
     space = build(traced, example_inputs, p=options.get("norm", 1))
+    uniform = options.get("uniform")
+    if hf_config.is_hf(model) if uniform is None else uniform:
+        space = tie(space, traced)  # compress would equalise each kind's widths: allocate them as one
     if not space.knobs:
         raise ShrinkValueError("the model has no group that can be narrowed (shrink.analyze lists why each layer "
                                "is kept whole), so no target can be reached by cutting")
@@ -167,6 +173,7 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
         floor_keep = [min(f) for f in fast]
         budget = (probe.p50_ms / goal - overhead) / scale
         too_fast, too_slow = 0.0, math.inf  # budgets that overshot / missed: the answer lies between
+        points = [(curves.total(full), probe.p50_ms)]  # (tables' total, measured ms as dense's timing sees it)
         best, chosen = None, None
         for rounds in range(1, MAX_ROUNDS + 1):
             keep = _alloc.allocate(space, curves.layer_time, budget, fast) if budget > 0 else None
@@ -195,13 +202,42 @@ def _speed(model, example_inputs, space, kind, value, runtime, device, batch_siz
                 too_slow = min(too_slow, budget)
             # Missed by 10%: ask the tables for 10% less; overshot: give some back. Never leave
             # the bracket the earlier rounds established (that is how the loop would oscillate).
-            budget = (predict(keep) * s / goal - overhead) / scale
+            points.append((curves.total(keep), probe.p50_ms / s))
+            budget = next_budget(points, probe.p50_ms / goal)
+            if budget is None:
+                budget = (predict(keep) * s / goal - overhead) / scale
             if not too_fast < budget < too_slow:
                 budget = math.sqrt(max(too_fast, 1e-9) * too_slow) if math.isfinite(too_slow) else too_fast * 2
         if chosen is not None:
             return replace(chosen[0], measured=chosen[1])
         raise _limit_error(kind, value, best, space, curves, overhead, scale, probe.p50_ms, floor_keep, runtime,
                            device, batch_size)
+
+
+def next_budget(points: list[tuple[float, float]], want_ms: float) -> float | None:
+    """The tables' total expected to measure ``want_ms``: a secant through the two measured
+    points that bracket it (else the two nearest it), dense included.
+
+    Measured time is close to affine in the tables' total, ``ms = fixed + a * total``, where the
+    fixed part (per-node costs of the runtime, element-wise ops that do not shrink in step) is
+    unknown before cutting; MobileNetV2 on ONNX Runtime CPU keeps about a third of its batch-1 time
+    at any width. Scaling the budget by how far a round missed assumes no fixed part and
+    under-corrects by it; the secant learns it from the rounds. None when the points give no
+    usable slope (then the caller scales).
+    """
+    above = [p for p in points if p[1] > want_ms]
+    below = [p for p in points if p[1] <= want_ms]
+    if above and below:
+        pair = [min(above, key=lambda p: p[1]), max(below, key=lambda p: p[1])]
+    else:
+        pair = sorted(points, key=lambda p: abs(p[1] - want_ms))[:2]
+    if len(pair) < 2:
+        return None
+    (t1, m1), (t2, m2) = pair
+    if t1 == t2 or (m2 - m1) / (t2 - t1) <= 0:
+        return None
+    t = t1 + (want_ms - m1) * (t2 - t1) / (m2 - m1)
+    return t if t > 0 else None
 
 
 def _limit_error(kind, value, best, space, curves, overhead, scale, dense_ms, floor_keep, runtime, device, batch):

@@ -186,5 +186,10 @@ def _record(model: nn.Module, example_inputs) -> list[Layer]:
 def ratios(space: Space, keep: list[int]) -> dict[str, float]:
     """The per-layer ratio dict that makes `compress` keep exactly ``keep[i]`` units of knob i."""
     # floor(r * units + 1e-9) in select recovers units - keep exactly from this float.
-    return {k.name: (k.units - n) / k.units for k, n in zip(space.knobs, keep) if n < k.units}
+    out = {}
+    for knob, n in zip(space.knobs, keep):
+        for part, m in (knob.part_keeps(n) if hasattr(knob, "part_keeps") else [(knob, n)]):  # tie.py
+            if m < part.units:
+                out[part.name] = (part.units - m) / part.units
+    return out
 

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -210,7 +209,12 @@ def fast_widths(curve: dict[int, float]) -> list[int]:
 
 def _time_op(runtime: str, device: str, op: str, shape: tuple, c_in: int, c_out: int, groups: int,
              attrs: dict, threads: int) -> float:
-    """Median milliseconds of one layer alone on the runtime (one warm-up call; 3 to 30 calls, ~20 ms)."""
+    """Fastest of 3 to 30 calls (~20 ms, after one warm-up) of one layer alone on the runtime, in ms.
+
+    The fastest, not the median: other processes only ever add time, and on a shared machine a
+    median of so few calls carries their bursts into the table, where the allocation would take a
+    burst for a slow width (two runs then chose very different widths for MobileNetV2). The
+    verify loop times whole models by paired rounds; the table only ranks widths."""
     if runtime == "onnxruntime":
         call = _ort_layer(device, op, shape, c_in, c_out, groups, attrs, threads)
     else:
@@ -224,7 +228,7 @@ def _time_op(runtime: str, device: str, op: str, shape: tuple, c_in: int, c_out:
         call()
         sync()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def _torch_layer(device, fp16, op, shape, c_in, c_out, groups, attrs):
