@@ -15,9 +15,11 @@ those are walked (one more walk per such group).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch_pruning as tp
 
+from . import grouping
 from .graph import Group, Traced
 from .importance import group_scores
 
@@ -29,35 +31,46 @@ def _may_tie(group: Group) -> bool:
 
 
 def _walk(dg, group: Group) -> list[list[int]]:
-    """Every list of root channels that reach one index of one layer (torch-pruning's walk, unmerged)."""
-    hybrid = tp._helpers._HybridIndex
+    """Every list of root channels that reach one index of one layer (the group's walk, unmerged).
+
+    The walk of grouping.py (each position once, on arrays), keeping every root an index is reached
+    from; positions whose root a grouped-query mapping forgot are left out.
+    """
     root_dep = group.tp_group[0].dep
-    start = [hybrid(idx=i, root_idx=i) for i in range(group.width)]
-    reached: dict[tuple, dict[int, list[int]]] = {}
-    seen: dict[tuple, set] = {}
+    start = np.stack([np.arange(group.width), np.arange(group.width)], 1).astype(np.int64)
+    reached: dict[tuple, list] = {}
+    seen: dict[tuple, grouping._Seen] = {}
     stack = [(root_dep, start)]
     while stack:
-        dep, idxs = stack.pop()
-        node, fn = dep.target, dep.handler
-        for new_dep in node.dependencies:
-            if not new_dep.is_triggered_by(fn):
+        dep, pos = stack.pop()
+        for new_dep in dep.target.dependencies:
+            if not new_dep.is_triggered_by(dep.handler):
                 continue
-            new = idxs
+            new = pos
             for mapping in new_dep.index_mapping:
                 if mapping is not None:
-                    new = mapping(new)
+                    new = grouping._mapped(mapping, new)
             if len(new) == 0:
                 continue
-            key = (id(new_dep.target), id(new_dep.handler))
-            signature = tuple(new)
-            if signature in seen.setdefault(key, set()):
+            key = (new_dep.target, new_dep.handler)
+            codes = np.unique(new[:, 0] * grouping._CODE + (new[:, 1] + 1))
+            done = seen.setdefault(key, grouping._Seen())
+            codes = codes[done.unseen(codes)]
+            if len(codes) == 0:
                 continue
-            seen[key].add(signature)
-            at = reached.setdefault(key, {})
-            for h in new:
-                at.setdefault(int(h.idx), []).append(int(h.root_idx))
-            stack.append((new_dep, new))
-    return [roots for at in reached.values() for roots in at.values() if len(set(roots)) > 1]
+            done.add(codes)
+            fresh = np.stack([codes // grouping._CODE, codes % grouping._CODE - 1], 1)
+            reached.setdefault(key, []).append(fresh)
+            stack.append((new_dep, fresh))
+    found = []
+    for parts in reached.values():
+        pos = np.concatenate(parts)
+        pos = pos[pos[:, 1] >= 0]
+        pos = pos[np.lexsort((pos[:, 1], pos[:, 0]))]
+        for chunk in np.split(pos[:, 1], np.flatnonzero(np.diff(pos[:, 0])) + 1):
+            if len(chunk) > 1:
+                found.append(chunk.tolist())
+    return found
 
 
 def classes(traced: Traced, group: Group) -> list[tuple[int, ...]] | None:
