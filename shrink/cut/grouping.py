@@ -76,6 +76,13 @@ def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
     """
     idx, root = pos[:, 0], pos[:, 1]
     kind = type(mapping)
+    divisor = {index_mapping._FlattenIndexMapping: lambda: mapping._stride if mapping.reverse else 1,
+               index_mapping._SliceIndexMapping: lambda: 1 if mapping.reverse else mapping.step,
+               index_mapping._GQAIndexMapping: lambda: mapping.head_dim * mapping.repeat if mapping.reverse else 1}
+    if kind in divisor and len(pos) and divisor[kind]() == 0:
+        # torch-pruning's Python raises here, and the tracer then makes the block a black box
+        # (GCViT's global-query attention); numpy would divide by zero silently and walk on.
+        raise ZeroDivisionError(f"{kind.__name__} divides indices by zero")
     if kind is index_mapping._FlattenIndexMapping:
         stride = mapping._stride
         if mapping.reverse:

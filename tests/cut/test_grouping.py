@@ -188,3 +188,16 @@ def test_oversized_walks_box_their_attention_in_one_pass(monkeypatch):
     assert result.model(x).shape == model(x).shape
     mlp = [result.model.blocks[i].mlp[0].out_channels for i in range(2)]
     assert mlp == [32, 32]  # the MLPs' hidden convs lose half their channels
+
+
+def test_division_by_zero_raises_as_in_torch_pruning():
+    """torch-pruning's mappings raise on a zero divisor, which makes the block a black box (GCViT);
+    the array walk must not divide by zero silently and walk on with garbage indices."""
+    from torch_pruning.dependency import index_mapping
+
+    pos = torch.arange(8).repeat(2, 1).T.numpy()
+    for mapping in (index_mapping._GQAIndexMapping(repeat=0, head_dim=4, reverse=True),
+                    index_mapping._FlattenIndexMapping(stride=0, reverse=True),
+                    index_mapping._SliceIndexMapping(dim=1, start=0, step=0, end=8, reverse=False)):
+        with pytest.raises(ZeroDivisionError):
+            grouping._mapped(mapping, pos)
