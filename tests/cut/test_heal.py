@@ -9,30 +9,8 @@ import torch
 from torch import nn
 
 import shrink
-from models import randomize_bn
+from models import MisTraced, randomize_bn
 from oracle import assert_matches_oracle
-
-
-class MisTraced(nn.Module):
-    """A channel flip between two convs: the tracer sees an element-wise op and maps channel c to c.
-
-    Cutting conv1's channels and conv2's matching input columns then runs, keeps every shape,
-    and computes something else. Only the masking check can tell.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
-        self.fc = nn.Linear(16, 4)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x)).flip(1)  # channel reversal the tracer does not model
-        x = torch.relu(self.bn2(self.conv2(x)))
-        x = torch.relu(self.conv3(x))
-        return self.fc(x.mean((2, 3)))
 
 
 def _model():

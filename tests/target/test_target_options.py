@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import shrink
-from models import randomize_bn
+from models import MisTraced, randomize_bn
 from shrink.cut import graph
 from shrink.target import space as _space
 from shrink.target import tie as _tie
@@ -25,26 +25,9 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SHRINK_CACHE_DIR", str(tmp_path / "cache"))
 
 
-class _MisTraced(nn.Module):
-    """A channel flip the tracer does not model: cutting conv1 computes something else (test_heal.py)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(16)
-        self.conv3 = nn.Conv2d(16, 16, 3, padding=1)
-        self.fc = nn.Linear(16, 4)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x)).flip(1)
-        x = torch.relu(self.bn2(self.conv2(x)))
-        return self.fc(torch.relu(self.conv3(x)).mean((2, 3)))
-
-
 def test_strict_reaches_the_target_path():
     torch.manual_seed(0)
-    model, x = randomize_bn(_MisTraced().eval()), torch.randn(2, 3, 8, 8)
+    model, x = randomize_bn(MisTraced().eval()), torch.randn(2, 3, 8, 8)
     healed = shrink.compress(model, x, macs=0.1)
     assert "conv1" in healed.kept_whole  # by default the broken group is kept whole and reported
     with pytest.raises(shrink.UnsupportedLayerError, match=r"strict=True.*'conv1'"):
