@@ -30,6 +30,8 @@ class Knob:
         kind: "channels" or "heads".
         members: layer names a per-layer ratio dict may use for it (round_to="auto").
         channels_per_unit: channels one unit stands for (a head: head_dim per query head it has).
+        mass: L1 mass of the weights its units carry (Σ|w| of the rows its layers produce and the
+            columns they read for it), set by `build`; None counts every channel as 1.
     """
 
     name: str
@@ -39,14 +41,23 @@ class Knob:
 
     members: frozenset = frozenset()
     channels_per_unit: int = 1
+    mass: float | None = None
 
     def value(self, keep: int) -> float:
-        """Importance kept with ``keep`` units: sum of the top scores, scores scaled to mean
-        ``channels_per_unit`` (L1 norms of layers with different fan-in are not comparable
-        otherwise; a head weighs as the channels it carries, not as one channel)."""
+        """Importance kept with ``keep`` units: the knob's weight mass times the share of its L1
+        scores the top ``keep`` units hold.
+
+        A unit is worth the weights it carries: a channel of a 2048-wide or 3x3 layer carries more
+        than one of a 16-wide 1x1 layer, and a head all of its rows and columns. (Counting units
+        alike, as scores scaled to mean 1 per knob do, made narrowing a shared residual stream or a
+        classifier input look cheap.) A weight read by two knobs counts for both: the loss of
+        narrowing both is over-counted by the product of the fractions cut, never under-counted."""
         if not hasattr(self, "_cumulative"):
-            s = self.channels_per_unit * self.scores.double() / self.scores.double().mean().clamp_min(1e-12)
-            self._cumulative = [0.0, *torch.cumsum(torch.sort(s, descending=True).values, 0).tolist()]
+            s = self.scores.double().clamp_min(0)
+            top = torch.cumsum(torch.sort(s, descending=True).values, 0)
+            share = top / top[-1] if float(top[-1]) > 0 else torch.arange(1, len(s) + 1, dtype=torch.float64) / len(s)
+            mass = self.units * self.channels_per_unit if self.mass is None else self.mass
+            self._cumulative = [0.0, *(mass * share).tolist()]
         return self._cumulative[keep]
 
 
@@ -62,6 +73,7 @@ class Layer:
         attrs: conv kernel, stride, padding, dilation.
         knob_in, knob_out: indices into `Space.knobs`, or None where that width stays.
         macs, weight, bias: full MACs on the example inputs (as `count` counts) and parameter elements.
+        mass: Σ|w| of the weight.
     """
 
     name: str
@@ -76,6 +88,7 @@ class Layer:
     macs: int = 0
     weight: int = 0
     bias: int = 0
+    mass: float = 0.0
 
     @property
     def depthwise(self) -> bool:
@@ -140,7 +153,22 @@ def build(traced: graph.Traced, example_inputs, *, p: int = 1) -> Space:
         layer.knob_in, layer.knob_out = knob_in.get(module), knob_out.get(module)
         if layer.depthwise and layer.knob_in is None:
             layer.knob_in = layer.knob_out
+    _set_mass(knobs, layers)
     return Space(knobs, layers)
+
+
+def _set_mass(knobs: list[Knob], layers: list[Layer]) -> None:
+    """Each knob's weight mass: its layers' weights, on whichever side it narrows (once per layer).
+    A knob on no recorded layer (a norm, an embedding) gets the median mass per channel of the others."""
+    for knob in knobs:
+        knob.mass = 0.0
+    for layer in layers:
+        for j in {layer.knob_in, layer.knob_out} - {None}:
+            knobs[j].mass += layer.mass
+    per = sorted(k.mass / (k.units * k.channels_per_unit) for k in knobs if k.mass > 0)
+    for knob in knobs:
+        if knob.mass <= 0:
+            knob.mass = (per[len(per) // 2] if per else 1.0) * knob.units * knob.channels_per_unit
 
 
 def _record(model: nn.Module, example_inputs) -> list[Layer]:
@@ -156,7 +184,8 @@ def _record(model: nn.Module, example_inputs) -> list[Layer]:
         shape = (1, *x.shape[1:]) if batch and x.shape[0] == batch else tuple(x.shape)
         bias = getattr(module, "bias", None)
         common = dict(name=names[module], shape=tuple(shape), macs=_macs_of(module, inputs, output),
-                      weight=module.weight.numel(), bias=bias.numel() if isinstance(bias, torch.Tensor) else 0)
+                      weight=module.weight.numel(), mass=float(module.weight.detach().abs().double().sum()),
+                      bias=bias.numel() if isinstance(bias, torch.Tensor) else 0)
         if isinstance(module, nn.modules.conv._ConvNd):
             padding = module.padding
             if isinstance(padding, str):  # "same"/"valid": explicit pads of the kernel

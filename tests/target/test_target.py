@@ -156,7 +156,7 @@ def test_speed_targets_run_on_cuda(runtime, monkeypatch):
     assert (result.measured.runtime, result.measured.device, result.measured.batch_size) == (runtime, "cuda", 8)
 
 
-def test_a_head_weighs_as_the_channels_it_carries():
+def test_a_head_weighs_as_the_weights_it_carries():
     model = shrink.zoo.ViT(image=32, patch=8, dim=64, depth=1, heads=4, num_classes=10).eval()
     from shrink.cut import graph
     from shrink.target.space import build
@@ -165,4 +165,30 @@ def test_a_head_weighs_as_the_channels_it_carries():
     space = build(graph.trace(model, x), x)
     heads = [k for k in space.knobs if k.kind == "heads"]
     assert len(heads) == 1 and heads[0].channels_per_unit == 16
-    assert heads[0].value(4) == pytest.approx(64.0)  # 4 heads x 16 channels, scores scaled to mean 16
+    attn = model.blocks[0].attn
+    mass = float(attn.qkv.weight.detach().abs().sum() + attn.proj.weight.detach().abs().sum())  # qkv rows, proj columns
+    assert heads[0].value(4) == pytest.approx(mass, rel=1e-5)
+    assert 0 < heads[0].value(1) < heads[0].value(2) < heads[0].value(4)
+
+
+def test_allocation_keeps_the_channels_that_carry_the_most_weight():
+    # Two equal-width groups whose channels cost the same, one feeding a 3x3 conv with four times
+    # the fan-in of the other's 1x1: under a parameter budget the heavy group keeps more channels.
+    # Counting channels alike (scores scaled to mean 1 per group) would split the cut evenly.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1),
+                                torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU(), torch.nn.Conv2d(16, 4, 1))
+    with torch.no_grad():  # every output channel of one layer equally important: no ranking to exploit
+        for m in model:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.sign(m.weight) * 0.1)
+    from shrink.cut import graph
+    from shrink.target.space import build
+
+    x = torch.randn(1, 3, 8, 8)
+    space = build(graph.trace(model, x), x)
+    by_name = {k.name: j for j, k in enumerate(space.knobs)}
+    heavy, light = by_name["0"], by_name["4"]  # "0" feeds the 3x3 conv (144 weights a channel), "4" a 1x1 (4)
+    keep = alloc.allocate(space, alloc.params_cost(space), 0.6 * alloc.total(space, alloc.params_cost(space),
+                          [k.units for k in space.knobs]), [alloc.fine_grid(k.units) for k in space.knobs])
+    assert keep is not None and keep[heavy] > keep[light]
