@@ -189,16 +189,35 @@ class Graph(tp.DependencyGraph):
             index_mapping.update_index_mapping(self)
         root = self.module2node[module]
         start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
+        reached = self.walk(Dependency(pruning_fn, pruning_fn, source=root, target=root), start,
+                            self._module2name.get(module, type(module).__name__))
+        group = Group()
+        for dep, parts in reached.values():
+            target = dep.target.module
+            if any(target is p for p in self.ignored_params):
+                continue
+            pos = np.concatenate(parts)
+            _, first = np.unique(pos[:, 0], return_index=True)  # one entry per index: the first root reached
+            pos = pos[np.sort(first)]
+            group.add_dep(dep, pos[:, 0].tolist())
+            group[len(group) - 1].root_idxs = [None if r < 0 else r for r in pos[:, 1].tolist()]
+        group._DG = self
+        return group
 
-        reached: dict[tuple, tuple[Dependency, list]] = {}  # (node, handler) -> (first dep, fresh arrays in order)
+    def walk(self, root_dep: Dependency, start: np.ndarray, name: str) -> dict[tuple, tuple[Dependency, list]]:
+        """Every (node, pruning function) the positions ``start`` reach from ``root_dep``, each
+        position once: (node, handler) -> (the first dependency that reached it, the fresh position
+        arrays in the order reached). Positions are (index, root index) rows; raises GroupTooLarge
+        past MAX_POSITIONS, blamed on the widest reshape met (``name`` names the root in the message).
+        """
+        reached: dict[tuple, tuple[Dependency, list]] = {}
         seen: dict[tuple, _Seen] = {}  # (node, handler) -> codes of the positions walked from there
         walked = 0
         widest: list = [1, None]  # the largest flatten stride met, and its dependency: what to blame
 
         def too_large(count, dep):
             if walked + count > MAX_POSITIONS:
-                _blame(widest[1] or dep, f"the channels of {self._module2name.get(module, type(module).__name__)!r} "
-                                         f"reach over {MAX_POSITIONS:,} positions")
+                _blame(widest[1] or dep, f"the channels of {name!r} reach over {MAX_POSITIONS:,} positions")
 
         def admit(dep, new):
             nonlocal walked
@@ -216,7 +235,6 @@ class Graph(tp.DependencyGraph):
             reached.setdefault(key, (dep, []))[1].append(fresh)
             return fresh
 
-        root_dep = Dependency(pruning_fn, pruning_fn, source=root, target=root)
         stack = [(root_dep, admit(root_dep, start))]
         while stack:
             dep, current = stack.pop()
@@ -237,16 +255,4 @@ class Graph(tp.DependencyGraph):
                 fresh = admit(new_dep, mapped)
                 if fresh is not None:
                     stack.append((new_dep, fresh))
-
-        group = Group()
-        for dep, parts in reached.values():
-            target = dep.target.module
-            if any(target is p for p in self.ignored_params):
-                continue
-            pos = np.concatenate(parts)
-            _, first = np.unique(pos[:, 0], return_index=True)  # one entry per index: the first root reached
-            pos = pos[np.sort(first)]
-            group.add_dep(dep, pos[:, 0].tolist())
-            group[len(group) - 1].root_idxs = [None if r < 0 else r for r in pos[:, 1].tolist()]
-        group._DG = self
-        return group
+        return reached

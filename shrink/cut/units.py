@@ -30,40 +30,15 @@ def _may_tie(group: Group) -> bool:
     return any(isinstance(item.dep.target.module, _FORKS) for item in group.tp_group)
 
 
-def _walk(dg, group: Group) -> list[list[int]]:
+def _walk(dg: grouping.Graph, group: Group) -> list[list[int]]:
     """Every list of root channels that reach one index of one layer (the group's walk, unmerged).
 
-    The walk of grouping.py (each position once, on arrays), keeping every root an index is reached
+    grouping.py's walk (each position once, on arrays), keeping every root an index is reached
     from; positions whose root a grouped-query mapping forgot are left out.
     """
-    root_dep = group.tp_group[0].dep
     start = np.stack([np.arange(group.width), np.arange(group.width)], 1).astype(np.int64)
-    reached: dict[tuple, list] = {}
-    seen: dict[tuple, grouping._Seen] = {}
-    stack = [(root_dep, start)]
-    while stack:
-        dep, pos = stack.pop()
-        for new_dep in dep.target.dependencies:
-            if not new_dep.is_triggered_by(dep.handler):
-                continue
-            new = pos
-            for mapping in new_dep.index_mapping:
-                if mapping is not None:
-                    new = grouping._mapped(mapping, new)
-            if len(new) == 0:
-                continue
-            key = (new_dep.target, new_dep.handler)
-            codes = np.unique(new[:, 0] * grouping._CODE + (new[:, 1] + 1))
-            done = seen.setdefault(key, grouping._Seen())
-            codes = codes[done.unseen(codes)]
-            if len(codes) == 0:
-                continue
-            done.add(codes)
-            fresh = np.stack([codes // grouping._CODE, codes % grouping._CODE - 1], 1)
-            reached.setdefault(key, []).append(fresh)
-            stack.append((new_dep, fresh))
     found = []
-    for parts in reached.values():
+    for _, parts in dg.walk(group.tp_group[0].dep, start, group.root_name).values():
         pos = np.concatenate(parts)
         pos = pos[pos[:, 1] >= 0]
         pos = pos[np.lexsort((pos[:, 1], pos[:, 0]))]
