@@ -284,10 +284,12 @@ def _write(path, rows, dig, info, load, args, seconds, end_load=None):
              "model ÷ the same over the dense model. A weight survives only if both its input and output "
              "channel are kept, so a channel of a big layer counts by all the weights it carries. The uniform "
              "side is interpolated (linearly in the ratio) between the three uniform cuts' measured masses.",
-             "- **allocation's own objective**: share of per-group mean-normalised L1 scores kept (each group's "
-             "channels count 1 on average, a head as its head_dim channels), as the allocation maximises it. "
-             "It counts a channel of a 16-wide layer as much as one of a 2048-wide layer, so it flatters an "
-             "allocation that cuts big layers; read it as 'channels kept'.",
+             "- **allocation's own estimate**: the value the allocation maximises, as a share of its value at "
+             "full width: each group's weight mass (its layers' weights, on the side it narrows) times the share "
+             "of its L1 scores kept. It adds the loss of both sides of a layer where the true loss is "
+             "1 - (1 - a)(1 - b), so it under-states what narrowing two coupled groups keeps. (Tables written "
+             "before 2026-11-22 05:00 UTC have the older objective here: per-group mean-normalised scores, "
+             "which count a channel of a 16-wide layer as much as one of a 2048-wide layer.)",
              "", "The models carry random initial weights (no trained checkpoints can be downloaded here), so "
              "per-channel L1 scores are nearly flat: neither column says anything about accuracy; the first "
              "one measures how much of the network (by weight mass) survives at that latency.", "",
@@ -296,7 +298,7 @@ def _write(path, rows, dig, info, load, args, seconds, end_load=None):
              "ratio matching the target's relative latency is interpolated in log latency. Under this load "
              "a row's interpolation can still be off (see `relative_latency_paired` in the JSON).", "",
              "| model | batch | target | measured speed-up (95%) | predicted | p50 ms dense → cut | MACs (eff = "
-             "speed-up ÷ MAC ratio) | params | L1 weight mass kept: target vs uniform | allocation's objective: "
+             "speed-up ÷ MAC ratio) | params | L1 weight mass kept: target vs uniform | allocation's estimate: "
              "target vs uniform | compress s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [line(r) for r in rows]
