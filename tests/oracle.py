@@ -28,12 +28,16 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
         for step in plan.steps:
             if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
                 block = modules[step.layer]
-                qkv = next(getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n))
-                c = qkv.out_features // 3
-                rows = [s * c + i for s in range(3) for i in step.removed]
-                qkv.weight[rows] = 0
-                if qkv.bias is not None:
-                    qkv.bias[rows] = 0
+                fused = [getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n)]
+                if fused:
+                    c = fused[0].out_features // 3
+                    parts = [(fused[0], [s * c + i for s in range(3) for i in step.removed])]
+                else:  # separate q, k and v
+                    parts = [(getattr(block, n), list(step.removed)) for n in ("q", "k", "v")]
+                for layer, rows in parts:
+                    layer.weight[rows] = 0
+                    if layer.bias is not None:
+                        layer.bias[rows] = 0
         for name, dims in plan.kept.items():
             m = modules.get(name)
             if m is not None and recurrent.is_recurrent(m):

@@ -10,6 +10,9 @@ reads C from its input, not from an attribute:
   ``view(B, T, n_head, C // n_head)`` and ``view(B, T, C)``; the scale is ``1/sqrt(k.size(-1))``.
 - Swin ``WindowAttention``: ``reshape(B_, N, 3, num_heads, C // num_heads)``; heads index a
   relative-position bias table, so the head count must stay.
+- CaiT/XCiT ``ClassAttn``: separate ``q``, ``k``, ``v`` Linear layers [C, C] and
+  ``reshape(B, N, num_heads, C // num_heads)``; CaiT's talking heads (``proj_l``, ``proj_w`` mix
+  the heads) and XCiT's per-head temperature also keep the head count.
 
 Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
 `Probe` removes one whole head from a copy of each candidate block and runs it on the input it
@@ -46,8 +49,10 @@ class TiedBlock:
 
     Attributes:
         name: qualified name of the block; module: the block.
-        qkv, proj: the fused projection and the output projection.
+        qkv, proj: the fused projection (or the query projection, when ``kv`` holds separate key
+            and value projections) and the output projection.
         num_heads: head count (never changed).
+        kv: the separate key and value projections, or () for a fused qkv.
     """
 
     name: str
@@ -55,10 +60,23 @@ class TiedBlock:
     qkv: nn.Linear
     proj: nn.Linear
     num_heads: int
+    kv: tuple = ()
+
+    @property
+    def parts(self) -> list[nn.Linear]:
+        """The layers whose rows hold the heads: [qkv], or [q, k, v]."""
+        return [self.qkv, *self.kv]
 
     @property
     def width(self) -> int:
-        return self.qkv.out_features // 3
+        return self.qkv.out_features if self.kv else self.qkv.out_features // 3
+
+    def rows(self, dims) -> list[tuple[nn.Linear, list[int]]]:
+        """Each part's rows holding the q-coordinate positions ``dims`` (h * head_dim + d)."""
+        if self.kv:
+            return [(part, list(dims)) for part in self.parts]
+        c = self.width
+        return [(self.qkv, [s * c + i for s in range(3) for i in dims])]
 
     @property
     def head_dim(self) -> int:
@@ -81,14 +99,21 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention):
         return None
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
+    kv = ()
+    if qkv is None:  # separate q, k and v (CaiT's class attention)
+        q, k, v = (getattr(module, n, None) for n in ("q", "k", "v"))
+        if all(type(m) is nn.Linear for m in (q, k, v)) and q.out_features == k.out_features == v.out_features:
+            qkv, kv = q, (k, v)
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
     if not cut and proj.out_features != qkv.in_features:
         return None  # the output projection writes back to the input width
-    c = qkv.out_features // 3 if cut else qkv.in_features
-    if qkv.out_features != 3 * c or proj.in_features != c or c % heads:
+    c = (qkv.out_features if kv else qkv.out_features // 3) if cut else qkv.in_features
+    if qkv.out_features != (1 if kv else 3) * c or proj.in_features != c or c % heads:
         return None
-    return TiedBlock(name, module, qkv, proj, heads)
+    if any(m.in_features != qkv.in_features for m in kv):
+        return None
+    return TiedBlock(name, module, qkv, proj, heads, kv)
 
 
 # Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
@@ -141,40 +166,44 @@ def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: tor
     """
     if block.num_heads < 2:
         return False
-    qkv, proj, module = block.qkv, block.proj, block.module
-    c, d = block.width, block.head_dim
-    keep = torch.arange(d, c)
-    rows = torch.cat([keep + s * c for s in range(3)])
-    saved = (qkv.weight, qkv.bias, proj.weight, {n: getattr(module, n) for n in _HEADS
-                                                   if isinstance(getattr(module, n, None), int)})
+    proj, module = block.proj, block.module
+    keep = list(range(block.head_dim, block.width))
+    saved = [(m, m.weight, m.bias) for m in (*block.parts, proj)]
+    heads = {n: getattr(module, n) for n in _HEADS if isinstance(getattr(module, n, None), int)}
     try:
         with torch.no_grad():
-            qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows))
-            if qkv.bias is not None:
-                qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows))
-            proj.weight = nn.Parameter(proj.weight.index_select(1, keep))
-            for name in saved[3]:
+            for layer, rows in block.rows(keep):
+                index = torch.tensor(rows, dtype=torch.long)
+                layer.weight = nn.Parameter(layer.weight.index_select(0, index))
+                if layer.bias is not None:
+                    layer.bias = nn.Parameter(layer.bias.index_select(0, index))
+            proj.weight = nn.Parameter(proj.weight.index_select(1, torch.tensor(keep, dtype=torch.long)))
+            for name in heads:
                 setattr(module, name, block.num_heads - 1)
             got = module(*args, **kwargs)
         return _first(got).shape == shape
     except Exception:  # noqa: BLE001 - any failure means the forward reads the input width
         return False
     finally:
-        qkv.weight, proj.weight = saved[0], saved[2]
-        if saved[1] is not None:
-            qkv.bias = saved[1]
-        for name, value in saved[3].items():
+        for layer, weight, bias in saved:
+            layer.weight = weight
+            if bias is not None:
+                layer.bias = bias
+        for name, value in heads.items():
             setattr(module, name, value)
 
 
 def own_layers(model: nn.Module) -> list[nn.Module]:
-    """The fused qkv layers: their rows are cut here (per head), never as a width group of their own."""
-    return [b.qkv for b in find(model)]
+    """The fused qkv layers (or q, k and v): their rows are cut here (per head), never as a width
+    group of their own."""
+    return [layer for b in find(model) for layer in b.parts]
 
 
 def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
     """[heads, head_dim]: Lp norm of each head dim's q, k and v rows taken together."""
-    w = block.qkv.weight.detach().float().view(3, block.num_heads, block.head_dim, -1)
+    parts = [m.weight.detach().float() for m in block.parts]
+    w = torch.stack(parts) if block.kv else parts[0]
+    w = w.view(3, block.num_heads, block.head_dim, -1)
     return w.abs().pow(p).sum(dim=(0, 3)).pow(1.0 / p)
 
 
@@ -190,22 +219,22 @@ def dims_to_remove(block: TiedBlock, per_head: int, p: int) -> list[int]:
 
 def cuts(block: TiedBlock, removed: list[int]) -> list[tuple[nn.Module, str, list[int]]]:
     """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns."""
-    c = block.width
-    return [(block.qkv, "out", [s * c + i for s in range(3) for i in removed]), (block.proj, "in", list(removed))]
+    return [*((layer, "out", rows) for layer, rows in block.rows(removed)), (block.proj, "in", list(removed))]
 
 
 def cut_dims(block: TiedBlock, removed: list[int]) -> None:
     """Remove head dims ``removed`` (the same number from every head) and fix the attributes."""
     old_dim, c = block.head_dim, block.width
     keep = [i for i in range(c) if i not in set(removed)]
-    rows = torch.tensor([s * c + i for s in range(3) for i in keep], dtype=torch.long)
     cols = torch.tensor(keep, dtype=torch.long)
-    qkv, proj = block.qkv, block.proj
+    proj = block.proj
     with torch.no_grad():
-        qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows).clone())
-        if qkv.bias is not None:
-            qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows).clone())
-        qkv.out_features = len(rows)
+        for layer, rows in block.rows(keep):
+            index = torch.tensor(rows, dtype=torch.long)
+            layer.weight = nn.Parameter(layer.weight.index_select(0, index).clone())
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(layer.bias.index_select(0, index).clone())
+            layer.out_features = len(rows)
         proj.weight = nn.Parameter(proj.weight.index_select(1, cols).clone())
         proj.in_features = len(keep)
         new_dim = len(keep) // block.num_heads
@@ -213,9 +242,10 @@ def cut_dims(block: TiedBlock, removed: list[int]) -> None:
             # The forward computes 1/sqrt(head_dim) from the new size (nanoGPT's k.size(-1)):
             # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old).
             factor = math.sqrt(new_dim / old_dim)
-            qkv.weight[: len(keep)] *= factor
-            if qkv.bias is not None:
-                qkv.bias[: len(keep)] *= factor
+            q = block.qkv  # the query rows come first in a fused qkv
+            q.weight[: len(keep)] *= factor
+            if q.bias is not None:
+                q.bias[: len(keep)] *= factor
     # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
     # split(self.n_embd, dim=2). Both now equal the new input width C, which the residual cut set.
     if isinstance(getattr(block.module, "head_dim", None), int):

@@ -9,7 +9,7 @@ from torch import nn
 import shrink
 from models import Attention
 from oracle import assert_matches_oracle
-from real_models import CausalSelfAttention, TimmAttention, WindowAttention
+from real_models import CaiT, CausalSelfAttention, ClassAttn, TalkingHeadAttn, TimmAttention, WindowAttention
 from shrink.layers import tied_attention
 
 
@@ -29,6 +29,8 @@ MAKERS = {
     "timm": lambda: TimmAttention(32, num_heads=4),
     "nanogpt": lambda: CausalSelfAttention(32, n_head=4, block_size=8),
     "swin": lambda: WindowAttention(32, window_size=2, num_heads=4),
+    "talking_heads": lambda: TalkingHeadAttn(32, num_heads=4),
+    "class_attention": lambda: ClassAttn(32, num_heads=4),
 }
 
 
@@ -42,9 +44,13 @@ def test_head_dims_follow_the_input_width(kind, ratio):
     width = result.model.embed.out_features
     # ratio 0.3 of 32 is 9 channels: trimmed to 8, a multiple of the 4 heads
     assert width == {0.5: 16, 0.3: 24}[ratio]
-    fused = attn.c_attn if kind == "nanogpt" else attn.qkv
     proj = attn.c_proj if kind == "nanogpt" else attn.proj
-    assert fused.out_features == 3 * width and proj.in_features == width
+    if kind == "class_attention":
+        assert attn.q.out_features == attn.k.out_features == attn.v.out_features == width
+    else:
+        fused = attn.c_attn if kind == "nanogpt" else attn.qkv
+        assert fused.out_features == 3 * width
+    assert proj.in_features == width
     assert getattr(attn, "num_heads", getattr(attn, "n_head", None)) == 4  # heads stay; each is narrower
     assert_matches_oracle(model, result, x)
 
@@ -90,3 +96,24 @@ def test_analyze_names_the_width_that_narrows_the_heads():
     report = shrink.analyze(model, torch.randn(2, 4, 12))
     group = next(g for g in report.groups if g.root == "embed")
     assert "attention head dims" in group.kinds
+
+
+def test_cait_residual_cut_with_talking_heads_and_class_attention(tmp_path):
+    # CaiT's residual reaches both attention kinds; neither can lose a head (talking heads mix them,
+    # class attention reshapes to C // num_heads), so every head narrows with the residual.
+    torch.manual_seed(0)
+    model, x = CaiT().eval(), torch.randn(2, 6, 12)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert set(result.kept_whole) == {"head"}, result.kept_whole
+    cut = result.model
+    assert cut.patch_embed.out_features == 16
+    for blk in [*cut.blocks, *cut.blocks_token_only]:
+        assert blk["attn"].num_heads == 4 and blk["attn"].proj.in_features == 16
+    assert cut.blocks_token_only[0]["attn"].k.out_features == 16
+    assert sum(p.numel() for p in cut.parameters()) < 0.4 * sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert cut(x).shape == model(x).shape
+    loaded = shrink.load(shrink.save(result, tmp_path / "out"), CaiT())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), cut(x))
+    assert shrink.export_onnx(cut, x, tmp_path / "m.onnx").max_rel_diff <= 1e-4
