@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (constants, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
+from . import (constants, eva, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
                split_order, subsample_attention, tied_attention, vit)
 
 
@@ -75,6 +75,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
     Family("attention with separate q and kv reshaped to its input width (Twins)", watch=subsample_attention.Found,
            fixed=subsample_attention.fixed, owns=subsample_attention.own_layers),
+    Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", watch=eva.Traced,
+           cut_heads=eva.cut_heads, finish=eva.finish),
 )
 
 

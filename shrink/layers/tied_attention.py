@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import eva
+
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
 _OUT = ("proj", "c_proj", "out_proj", "o_proj")
 _HEADS = ("num_heads", "n_head", "n_heads", "heads")
@@ -78,8 +80,8 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
 
     ``cut``: the block's input width may already have been narrowed (replaying a plan's steps).
     """
-    if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention):
-        return None
+    if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention) or eva.matches(module):
+        return None  # EVA's rotary table fixes head_dim: whole heads are cut (eva.py)
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
