@@ -34,7 +34,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import (constants, eva, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
-               split_order, subsample_attention, tied_attention, vit)
+               split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Hugging Face Conv1D", pruners=rows.pruners),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
            fixed=recurrent.fixed_state),
-    Family("attention reshaped to its input width (timm, nanoGPT, Swin)", watch=tied_attention.Probe,
+    Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", watch=tied_attention.Probe,
            owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
@@ -73,8 +73,6 @@ FAMILIES: tuple[Family, ...] = (
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", watch=split_order.Ordered),
     Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
-    Family("attention with separate q and kv reshaped to its input width (Twins)", watch=subsample_attention.Found,
-           fixed=subsample_attention.fixed, owns=subsample_attention.own_layers),
     Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", watch=eva.Traced,
            cut_heads=eva.cut_heads, finish=eva.finish),
 )

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import eva
+from . import eva, subsample_attention
 
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
 _OUT = ("proj", "c_proj", "out_proj", "o_proj")
@@ -50,6 +50,9 @@ class TiedBlock:
         name: qualified name of the block; module: the block.
         qkv, proj: the fused projection and the output projection.
         num_heads: head count (never changed).
+        kv: with separate q and fused kv (Twins, PVT; subsample_attention.py): ``qkv`` is then q
+            [C, C] and ``kv`` [2C, C]; None for a fused [q | k | v] layer.
+        sr, norm: the spatial reduction before kv (a conv whose output width is C) and its LayerNorm.
     """
 
     name: str
@@ -57,10 +60,17 @@ class TiedBlock:
     qkv: nn.Linear
     proj: nn.Linear
     num_heads: int
+    kv: nn.Linear | None = None
+    sr: nn.Conv2d | None = None
+    norm: nn.LayerNorm | None = None
 
     @property
     def width(self) -> int:
-        return self.qkv.out_features // 3
+        return self.qkv.out_features if self.kv is not None else self.qkv.out_features // 3
+
+    def layers(self) -> list[nn.Module]:
+        """The layers whose rows the block cuts itself (never roots of a width group)."""
+        return [m for m in (self.qkv, self.kv, self.sr) if m is not None]
 
     @property
     def head_dim(self) -> int:
@@ -82,6 +92,10 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     """
     if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention) or eva.matches(module):
         return None  # EVA's rotary table fixes head_dim: whole heads are cut (eva.py)
+    found = subsample_attention.layers(module, cut=cut)
+    if found is not None:
+        q, kv, proj, sr, norm = found
+        return TiedBlock(name, module, q, proj, module.num_heads, kv, sr, norm)
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
@@ -112,7 +126,8 @@ class Probe:
     def __init__(self, model: nn.Module) -> None:
         self.inputs: dict[nn.Module, tuple] = {}
         self.shapes: dict[nn.Module, torch.Size] = {}
-        self.blocks = [b for b in find(model)]
+        # Separate q and kv (subsample_attention.py) read their input width by construction: not probed.
+        self.blocks = [b for b in find(model) if b.kv is None]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
         self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
 
@@ -170,13 +185,18 @@ def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: tor
 
 
 def own_layers(model: nn.Module) -> list[nn.Module]:
-    """The fused qkv layers: their rows are cut here (per head), never as a width group of their own."""
-    return [b.qkv for b in find(model)]
+    """The fused qkv layers (q, kv and sr): their rows are cut here (per head), never as a width group."""
+    return [layer for b in find(model) for layer in b.layers()]
 
 
 def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
     """[heads, head_dim]: Lp norm of each head dim's q, k and v rows taken together."""
-    w = block.qkv.weight.detach().float().view(3, block.num_heads, block.head_dim, -1)
+    h, d = block.num_heads, block.head_dim
+    if block.kv is not None:
+        total = block.qkv.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)
+        total += block.kv.weight.detach().float().abs().pow(p).view(2, h, d, -1).sum(dim=(0, 3))
+        return total.pow(1.0 / p)
+    w = block.qkv.weight.detach().float().view(3, h, d, -1)
     return w.abs().pow(p).sum(dim=(0, 3)).pow(1.0 / p)
 
 
@@ -190,30 +210,86 @@ def dims_to_remove(block: TiedBlock, per_head: int, p: int) -> list[int]:
     return removed
 
 
+def to_remove(block: TiedBlock, lost: int, p: int) -> list[int]:
+    """What a plan's step removes when the block's input width loses ``lost`` channels: each head's
+    ``lost // num_heads`` weakest dims (`dims_to_remove`), then, with ``sr``, its ``lost`` weakest rows."""
+    dims = dims_to_remove(block, lost // block.num_heads, p)
+    if block.sr is None:
+        return dims
+    rows = block.sr.weight.detach().float().abs().pow(p).flatten(1).sum(dim=1)
+    return dims + sorted(int(i) for i in torch.argsort(rows, stable=True)[:len(dims)])
+
+
+def _split(block: TiedBlock, removed: list[int]) -> tuple[list[int], list[int]]:
+    """(head dims, sr rows) of a step's removed indices (see `to_remove`)."""
+    removed = list(removed)
+    if block.sr is None:
+        return removed, []
+    half = len(removed) // 2
+    return removed[:half], removed[half:]
+
+
+def size(layer: nn.Module, dim: str) -> int:
+    """The width a cut narrows: a Linear's or conv's outputs/inputs, a LayerNorm's entries."""
+    if isinstance(layer, nn.LayerNorm):
+        return layer.normalized_shape[0]
+    if isinstance(layer, nn.Conv2d):
+        return layer.out_channels if dim == "out" else layer.in_channels
+    return layer.out_features if dim == "out" else layer.in_features
+
+
 def cuts(block: TiedBlock, removed: list[int]) -> list[tuple[nn.Module, str, list[int]]]:
-    """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns."""
+    """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns;
+    with ``sr``, its rows, ``norm``'s entries and ``kv``'s columns."""
     c = block.width
-    return [(block.qkv, "out", [s * c + i for s in range(3) for i in removed]), (block.proj, "in", list(removed))]
+    dims, rows = _split(block, removed)
+    if block.kv is None:
+        return [(block.qkv, "out", [s * c + i for s in range(3) for i in dims]), (block.proj, "in", dims)]
+    found = [(block.qkv, "out", dims), (block.kv, "out", [s * c + i for s in range(2) for i in dims]),
+             (block.proj, "in", dims)]
+    if block.sr is not None:
+        found += [(block.sr, "out", rows), (block.norm, "out", rows), (block.kv, "in", rows)]
+    return found
+
+
+def _slice(layer: nn.Module, dim: str, removed: list[int]) -> None:
+    """Drop ``removed`` along a layer's outputs ("out": weight rows, bias; a LayerNorm's entries) or inputs."""
+    gone = set(removed)
+    keep = torch.tensor([i for i in range(size(layer, dim)) if i not in gone], dtype=torch.long)
+    axis = 0 if dim == "out" or isinstance(layer, nn.LayerNorm) else 1
+    layer.weight = nn.Parameter(layer.weight.index_select(axis, keep).clone())
+    if dim == "out" and layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.index_select(0, keep).clone())
+    n = len(keep)
+    if isinstance(layer, nn.LayerNorm):
+        layer.normalized_shape = (n,)
+    elif isinstance(layer, nn.Conv2d):
+        setattr(layer, "out_channels" if dim == "out" else "in_channels", n)
+    else:
+        setattr(layer, "out_features" if dim == "out" else "in_features", n)
+
+
+def _scale_is_computed(module: nn.Module) -> bool:
+    """Does the forward compute 1/sqrt(head_dim) from the new size rather than read a stored scale?
+
+    nanoGPT computes it from ``k.size(-1)``; timm stores ``scale`` but with ``fused_attn`` (its
+    default) calls ``scaled_dot_product_attention`` without it, which uses the new head_dim.
+    """
+    return not isinstance(getattr(module, "scale", None), float) or getattr(module, "fused_attn", False) is True
 
 
 def cut_dims(block: TiedBlock, removed: list[int]) -> None:
     """Remove head dims ``removed`` (the same number from every head) and fix the attributes."""
     old_dim, c = block.head_dim, block.width
-    keep = [i for i in range(c) if i not in set(removed)]
-    rows = torch.tensor([s * c + i for s in range(3) for i in keep], dtype=torch.long)
-    cols = torch.tensor(keep, dtype=torch.long)
-    qkv, proj = block.qkv, block.proj
+    dims, _ = _split(block, removed)
+    keep = [i for i in range(c) if i not in set(dims)]
+    qkv = block.qkv
     with torch.no_grad():
-        qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows).clone())
-        if qkv.bias is not None:
-            qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows).clone())
-        qkv.out_features = len(rows)
-        proj.weight = nn.Parameter(proj.weight.index_select(1, cols).clone())
-        proj.in_features = len(keep)
+        for layer, dim, gone in cuts(block, removed):
+            _slice(layer, dim, gone)
         new_dim = len(keep) // block.num_heads
-        if not isinstance(getattr(block.module, "scale", None), float):
-            # The forward computes 1/sqrt(head_dim) from the new size (nanoGPT's k.size(-1)):
-            # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old).
+        if _scale_is_computed(block.module):
+            # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old), the masked score.
             factor = math.sqrt(new_dim / old_dim)
             qkv.weight[: len(keep)] *= factor
             if qkv.bias is not None:
