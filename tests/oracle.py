@@ -28,12 +28,17 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
         for step in plan.steps:
             if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
                 block = modules[step.layer]
-                qkv = next(getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n))
-                c = qkv.out_features // 3
-                rows = [s * c + i for s in range(3) for i in step.removed]
-                qkv.weight[rows] = 0
-                if qkv.bias is not None:
-                    qkv.bias[rows] = 0
+                qkv = next((getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n)), None)
+                if qkv is None:  # separate q and fused kv (Twins' GSA without sr): q's rows, then k's and v's
+                    c = block.q.out_features
+                    parts = [(block.q, list(step.removed)), (block.kv, [s * c + i for s in range(2) for i in step.removed])]
+                else:
+                    c = qkv.out_features // 3
+                    parts = [(qkv, [s * c + i for s in range(3) for i in step.removed])]
+                for layer, rows in parts:
+                    layer.weight[rows] = 0
+                    if layer.bias is not None:
+                        layer.bias[rows] = 0
         for name, dims in plan.kept.items():
             m = modules.get(name)
             if m is not None and recurrent.is_recurrent(m):

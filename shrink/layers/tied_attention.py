@@ -212,21 +212,19 @@ def dims_to_remove(block: TiedBlock, per_head: int, p: int) -> list[int]:
 
 def to_remove(block: TiedBlock, lost: int, p: int) -> list[int]:
     """What a plan's step removes when the block's input width loses ``lost`` channels: each head's
-    ``lost // num_heads`` weakest dims (`dims_to_remove`), then, with ``sr``, its ``lost`` weakest rows."""
+    ``lost // num_heads`` weakest dims (`dims_to_remove`), then, with ``sr``, its ``lost`` weakest
+    rows, written ``C + row`` (one index space of 2C: a plan lists an index once)."""
     dims = dims_to_remove(block, lost // block.num_heads, p)
     if block.sr is None:
         return dims
     rows = block.sr.weight.detach().float().abs().pow(p).flatten(1).sum(dim=1)
-    return dims + sorted(int(i) for i in torch.argsort(rows, stable=True)[:len(dims)])
+    return dims + sorted(block.width + int(i) for i in torch.argsort(rows, stable=True)[:len(dims)])
 
 
 def _split(block: TiedBlock, removed: list[int]) -> tuple[list[int], list[int]]:
     """(head dims, sr rows) of a step's removed indices (see `to_remove`)."""
-    removed = list(removed)
-    if block.sr is None:
-        return removed, []
-    half = len(removed) // 2
-    return removed[:half], removed[half:]
+    c = block.width
+    return [i for i in removed if i < c], [i - c for i in removed if i >= c]
 
 
 def size(layer: nn.Module, dim: str) -> int:
