@@ -90,3 +90,32 @@ def test_analyze_names_the_width_that_narrows_the_heads():
     report = shrink.analyze(model, torch.randn(2, 4, 12))
     group = next(g for g in report.groups if g.root == "embed")
     assert "attention head dims" in group.kinds
+
+
+class FusedTimmAttention(TimmAttention):
+    """timm's Attention as it runs by default: ``fused_attn`` set, scaled_dot_product_attention called
+    without the stored ``scale``, so the score is divided by sqrt of the head_dim it sees."""
+
+    def __init__(self, dim, num_heads=4):
+        super().__init__(dim, num_heads)
+        self.fused_attn = True
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.fused_attn:
+            x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def test_fused_attention_ignores_the_stored_scale_so_queries_are_rescaled():
+    # Before: the stored float scale was taken as what the forward reads; the narrower heads then
+    # divided q.k by sqrt(4) instead of sqrt(8), and the cut model differed from masking by ~1e-3.
+    model = Wrap(FusedTimmAttention(32, num_heads=4)).eval()
+    x = torch.randn(2, 4, 12)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.attn.head_dim == 4
+    assert_matches_oracle(model, result, x)
