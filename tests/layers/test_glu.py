@@ -92,8 +92,7 @@ def test_cspnet_split_part_with_two_consumers_is_traced_not_boxed(tmp_path):
     result = shrink.compress(model, x)
     assert result.plan.checks["black_boxes"] == {}
     assert result.after.params <= 2 / 3 * result.before.params
-    # The split size is stored (`expand_chs`): the expanded width stays whole, with the reason.
-    assert set(result.kept_whole) == {"fc", "stages.0.conv_exp.conv", "stages.1.conv_exp.conv"}
+    assert set(result.kept_whole) == {"fc"}
     assert_matches_oracle(model, result, x)
     loaded = shrink.load(shrink.save(result, tmp_path / "o"), CSPDarkNet())
     after, again = _outputs(result.model, x), _outputs(loaded, x)
@@ -178,3 +177,17 @@ def test_compress_save_load_export(name, tmp_path):
 
     report = shrink.export_onnx(result.model, x, tmp_path / "model.onnx")
     assert report.max_rel_diff <= 1e-4
+
+
+def test_cspnet_expanded_width_loses_the_same_count_from_both_halves():
+    # Before: the cut took channels from the two halves unevenly, x.split(self.expand_chs // 2) broke,
+    # and self-healing kept each stage's expanded width whole (layers/csp.py).
+    model, x = CSPDarkNet().eval(), torch.randn(2, 3, 32, 32)
+    result = shrink.compress(model, x)
+    for i, stage in enumerate(result.model.stages):
+        width = model.stages[i].expand_chs
+        assert stage.expand_chs == stage.conv_exp.conv.out_channels == width // 2
+        kept = result.plan.kept[f"stages.{i}.conv_exp.conv"]["out"]
+        first = [k for k in kept if k < width // 2]
+        assert [k - width // 2 for k in kept if k >= width // 2] == first  # position j of both halves
+        assert stage.blocks[0].conv1.conv.in_channels == width // 4  # x1: half of the kept channels
