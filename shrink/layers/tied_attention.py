@@ -1,4 +1,4 @@
-"""Attention whose forward reshapes the heads back to the block's *input* width (timm, nanoGPT, Swin).
+"""Attention whose forward reshapes the heads back to the block's *input* width (timm, nanoGPT, Swin, Twins).
 
 What the family looks like: one fused ``qkv`` Linear [3C, C] laid out [q | k | v], each part
 [heads, head_dim], an output projection [C, C], a head count attribute, and a forward that
@@ -10,6 +10,8 @@ reads C from its input, not from an attribute:
   ``view(B, T, n_head, C // n_head)`` and ``view(B, T, C)``; the scale is ``1/sqrt(k.size(-1))``.
 - Swin ``WindowAttention``: ``reshape(B_, N, 3, num_heads, C // num_heads)``; heads index a
   relative-position bias table, so the head count must stay.
+- Twins' ``GlobalSubSampleAttn`` and PVT's SRA: separate ``q`` and fused ``kv`` (and a strided
+  ``sr`` conv whose output width is C), recognised by their layout (subsample_attention.py), not probed.
 
 Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
 `Probe` removes one whole head from a copy of each candidate block and runs it on the input it
@@ -21,7 +23,8 @@ cut: the residual group loses a multiple of ``num_heads`` channels (`multiple`),
 loses as many of its own dims (`dim_steps`: the lowest-norm q/k/v dims of each head), which keeps
 ``heads * head_dim == C``, the head count (and Swin's bias table) intact. The attributes the
 forward reads are set from the new sizes: ``head_dim`` (timm), ``n_embd`` (nanoGPT's split size).
-Where the scale is computed from ``head_dim`` (nanoGPT), the query rows are multiplied by
+Where the scale is computed from ``head_dim`` (nanoGPT; timm with ``fused_attn``, whose
+``scaled_dot_product_attention`` ignores the stored scale), the query rows are multiplied by
 sqrt(new/old) so that every attention score stays what it was with the removed dims masked.
 """
 
