@@ -39,6 +39,10 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
                     layer.weight[rows] = 0
                     if layer.bias is not None:
                         layer.bias[rows] = 0
+                for name in ("q_bias", "k_bias", "v_bias"):  # BEiT's biases passed to F.linear beside qkv
+                    bias = getattr(block, name, None)
+                    if isinstance(bias, torch.Tensor):
+                        bias[list(step.removed)] = 0
         for name, dims in plan.kept.items():
             m = modules.get(name)
             if m is not None and recurrent.is_recurrent(m):

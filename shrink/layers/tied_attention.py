@@ -35,7 +35,9 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from . import eva, subsample_attention
 
@@ -133,6 +135,8 @@ class Probe:
         self.blocks = [b for b in find(model) if b.kv is None]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
         self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
+        self._linear = _QkvAsLayer({id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)})
+        self._linear.__enter__()
 
     def _note(self, module, args, kwargs) -> None:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -142,12 +146,44 @@ class Probe:
         self.shapes.setdefault(module, _first(output).shape)
 
     def close(self) -> None:
+        self._linear.__exit__(None, None, None)
         for h in self._handles:
             h.remove()
         for block in self.blocks:
             if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
                                                                     self.shapes[block.module]):
                 _HEADS_CUTTABLE.add(block.module)
+
+
+_BIASES = ("q_bias", "k_bias", "v_bias")
+
+
+def _bias_parts(module: nn.Module) -> list[str]:
+    """BEiT's separate q/k/v biases (qkv without bias, ``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))``)."""
+    qkv = _find(module, _QKV)
+    if not isinstance(qkv, nn.Linear) or qkv.bias is not None:
+        return []
+    return [n for n in _BIASES if isinstance(getattr(module, n, None), torch.Tensor)]
+
+
+class _QkvAsLayer(TorchFunctionMode):
+    """While tracing: ``F.linear`` on a fused qkv layer's weight (BEiT passes ``qkv.weight`` with its own
+    biases) runs as that layer plus the bias, so the graph sees the layer and its input width."""
+
+    def __init__(self, layers: dict[int, nn.Linear]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and self.layers:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            layer = self.layers.get(id(weight))
+            if layer is not None:
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                out = layer(args[0] if args else kwargs["input"])
+                return out if bias is None else out + bias
+        return func(*args, **kwargs)
 
 
 def _first(output) -> torch.Tensor:
@@ -288,6 +324,12 @@ def cut_dims(block: TiedBlock, removed: list[int]) -> None:
     with torch.no_grad():
         for layer, dim, gone in cuts(block, removed):
             _slice(layer, dim, gone)
+        index = torch.tensor(keep, dtype=torch.long)
+        for name in _bias_parts(block.module):  # BEiT's q_bias, k_bias (a buffer), v_bias: the same dims
+            value = getattr(block.module, name)
+            if value.shape[0] == c:
+                kept = value.index_select(0, index).clone()
+                setattr(block.module, name, nn.Parameter(kept) if isinstance(value, nn.Parameter) else kept)
         new_dim = len(keep) // block.num_heads
         if _scale_is_computed(block.module):
             # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old), the masked score.
@@ -295,6 +337,9 @@ def cut_dims(block: TiedBlock, removed: list[int]) -> None:
             qkv.weight[: len(keep)] *= factor
             if qkv.bias is not None:
                 qkv.bias[: len(keep)] *= factor
+            q_bias = getattr(block.module, "q_bias", None)
+            if "q_bias" in _bias_parts(block.module):
+                q_bias *= factor
     # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
     # split(self.n_embd, dim=2). Both now equal the new input width C, which the residual cut set.
     if isinstance(getattr(block.module, "head_dim", None), int):
