@@ -337,9 +337,8 @@ def cut_dims(block: TiedBlock, removed: list[int]) -> None:
             qkv.weight[: len(keep)] *= factor
             if qkv.bias is not None:
                 qkv.bias[: len(keep)] *= factor
-            q_bias = getattr(block.module, "q_bias", None)
             if "q_bias" in _bias_parts(block.module):
-                q_bias *= factor
+                block.module.q_bias *= factor
     # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
     # split(self.n_embd, dim=2). Both now equal the new input width C, which the residual cut set.
     if isinstance(getattr(block.module, "head_dim", None), int):
