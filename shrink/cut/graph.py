@@ -388,6 +388,8 @@ def _channel_groups(dg, module, is_out: bool) -> int:
         return 1  # depthwise: every channel is its own group
     if not isinstance(module, nn.Module):
         return 1
+    if is_out and registry.parts(module) > 1:  # split in equal parts by a stored size (layers/csp.py)
+        return registry.parts(module)
     pruner = dg.get_pruner_of_module(module)
     if pruner is None:
         return 1

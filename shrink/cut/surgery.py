@@ -87,8 +87,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
             if block is None:
                 raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
             for layer, dim, removed in tied_attention.cuts(block, list(step.removed)):
-                size = layer.out_features if dim == "out" else layer.in_features
-                tracker.cut(names[layer], dim, size, removed)
+                tracker.cut(names[layer], dim, tied_attention.size(layer, dim), removed)
             tied_attention.cut_dims(block, list(step.removed))
         elif step.op == "experts":
             _cut_experts(_get(modules, step.layer, step), step, tracker)

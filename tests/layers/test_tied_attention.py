@@ -98,6 +98,76 @@ def test_analyze_names_the_width_that_narrows_the_heads():
     assert "attention head dims" in group.kinds
 
 
+class FusedTimmAttention(TimmAttention):
+    """timm's Attention as it runs by default: ``fused_attn`` set, scaled_dot_product_attention called
+    without the stored ``scale``, so the score is divided by sqrt of the head_dim it sees."""
+
+    def __init__(self, dim, num_heads=4):
+        super().__init__(dim, num_heads)
+        self.fused_attn = True
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.fused_attn:
+            x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def test_fused_attention_ignores_the_stored_scale_so_queries_are_rescaled():
+    # Before: the stored float scale was taken as what the forward reads; the narrower heads then
+    # divided q.k by sqrt(4) instead of sqrt(8), and the cut model differed from masking by ~1e-3.
+    model = Wrap(FusedTimmAttention(32, num_heads=4)).eval()
+    x = torch.randn(2, 4, 12)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.attn.head_dim == 4
+    assert_matches_oracle(model, result, x)
+
+
+class BeitAttention(nn.Module):
+    """timm/models/beit.py ``Attention`` (qkv_bias, fused_attn): qkv without bias, its own q/v biases
+    and a zero k bias buffer passed through ``F.linear``, reshape(B, N, C) to the input width."""
+
+    def __init__(self, dim, num_heads=4):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim ** -0.5
+        self.fused_attn = True
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.randn(dim))
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = nn.Parameter(torch.randn(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = torch.nn.functional.linear(x, weight=self.qkv.weight, bias=qkv_bias)
+        q, k, v = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+def test_beit_qkv_through_f_linear_with_its_own_biases_loses_head_dims(tmp_path):
+    # Before: F.linear on qkv.weight hid the layer from the graph; the residual cut left qkv's
+    # columns whole and broke the block, so self-healing kept the residual whole.
+    model = Wrap(BeitAttention(32, num_heads=4)).eval()
+    x = torch.randn(2, 4, 12)
+    result = shrink.compress(model, x, ratio=0.5)
+    attn = result.model.attn
+    assert result.model.embed.out_features == 16 and attn.qkv.weight.shape == (48, 16)
+    assert attn.q_bias.shape == attn.v_bias.shape == attn.k_bias.shape == (16,)
+    assert isinstance(attn.v_bias, nn.Parameter) and "k_bias" in dict(attn.named_buffers())
+    assert_matches_oracle(model, result, x)
+    loaded = shrink.load(shrink.save(result, tmp_path / "o"), Wrap(BeitAttention(32, num_heads=4)))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), result.model(x))
+
+
 def test_cait_residual_cut_with_talking_heads_and_class_attention(tmp_path):
     # CaiT's residual reaches both attention kinds; neither can lose a head (talking heads mix them,
     # class attention reshapes to C // num_heads), so every head narrows with the residual.
