@@ -198,6 +198,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                     verbose=False,
                 )
             dg.set_concat_sizes(owners.cat_sizes)
+            dg.view_shapes = owners.view_shapes
             blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
             for block in blocks:
                 block.out = _output_projection(dg, block)
