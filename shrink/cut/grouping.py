@@ -162,8 +162,15 @@ class Graph(tp.DependencyGraph):
         columns of the layer after the concatenation. With the shapes recorded in the forward: when
         the last dimension is unchanged and it is where the producer's channels are, the reshape
         maps channels one to one.
+
+        torch-pruning redoes the mappings for every group it builds after a cut; they depend only
+        on the layers' widths, so they are redone only when a parameter or buffer changed shape.
         """
+        widths = tuple(t.shape for t in (*self.model.parameters(), *self.model.buffers()))
+        if getattr(self, "_mapped_widths", None) == widths:
+            return  # nothing was cut since the last update: the mappings stand (healing trials re-group often)
         index_mapping.update_index_mapping(self)
+        self._mapped_widths = widths
         for node in self.module2node.values():
             shapes = self.view_shapes.get(node.grad_fn) if node.type == ops.OPTYPE.RESHAPE else None
             if not shapes or not shapes[0] or not shapes[1] or shapes[0][-1] != shapes[1][-1]:
