@@ -153,6 +153,85 @@ class TimmAttention(nn.Module):
         return self.proj(x)
 
 
+class TalkingHeadAttn(nn.Module):  # timm/models/cait.py: heads mixed before and after the softmax
+    def __init__(self, dim, num_heads=4, qkv_bias=False):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_l = nn.Linear(num_heads, num_heads)
+        self.proj_w = nn.Linear(num_heads, num_heads)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
+        attn = q @ k.transpose(-2, -1)
+        attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        attn = attn.softmax(dim=-1)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class ClassAttn(nn.Module):  # timm/models/cait.py (also XCiT's class attention): separate q, k, v
+    def __init__(self, dim, num_heads=4, qkv_bias=False):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = head_dim ** -0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q = self.q(x[:, 0]).unsqueeze(1).reshape(B, 1, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        k = self.k(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        v = self.v(x).reshape(B, N, self.num_heads, C // self.num_heads).permute(0, 2, 1, 3)
+        q = q * self.scale
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        x_cls = (attn @ v).transpose(1, 2).reshape(B, 1, C)
+        return self.proj(x_cls)
+
+
+class CaiT(nn.Module):
+    """timm/models/cait.py, reduced: talking-heads blocks with layer scale, then the class token
+    joins and class-attention blocks update it alone."""
+
+    def __init__(self, dim=32, depth=2, heads=4, num_classes=5, tokens=6, in_features=12):
+        super().__init__()
+        self.patch_embed = nn.Linear(in_features, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            self.blocks.append(nn.ModuleDict(dict(norm1=nn.LayerNorm(dim), attn=TalkingHeadAttn(dim, heads),
+                                                  norm2=nn.LayerNorm(dim), mlp=TimmMlp(dim, 4 * dim))))
+        self.gamma = nn.ParameterList([nn.Parameter(1e-1 * torch.ones(dim)) for _ in range(2 * depth)])
+        self.blocks_token_only = nn.ModuleList(
+            nn.ModuleDict(dict(norm1=nn.LayerNorm(dim), attn=ClassAttn(dim, heads), norm2=nn.LayerNorm(dim),
+                               mlp=TimmMlp(dim, 4 * dim))) for _ in range(2))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x) + self.pos_embed
+        for i, blk in enumerate(self.blocks):
+            x = x + self.gamma[2 * i] * blk["attn"](blk["norm1"](x))
+            x = x + self.gamma[2 * i + 1] * blk["mlp"](blk["norm2"](x))
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        for blk in self.blocks_token_only:
+            u = torch.cat((cls, x), dim=1)
+            cls = cls + blk["attn"](blk["norm1"](u))
+            cls = cls + blk["mlp"](blk["norm2"](cls))
+        x = self.norm(torch.cat((cls, x), dim=1))
+        return self.head(x[:, 0])
+
+
 class TimmMlp(nn.Module):
     def __init__(self, in_features, hidden_features):
         super().__init__()

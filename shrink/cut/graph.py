@@ -99,7 +99,7 @@ def resolve_ignore(model: nn.Module, ignore: Iterable) -> set[nn.Module]:
 
 
 def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=None,
-          timeout: float | None = 180.0) -> Traced:
+          timeout: float | None = 180.0, black_boxes: dict[str, str] | None = None) -> Traced:
     """Trace ``model`` on ``example_inputs`` and classify every group of coupled channels.
 
     A module whose inside torch-pruning cannot trace (it raises, or runs past the time budget) is
@@ -109,6 +109,9 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     Args:
         outputs: the model's outputs on these inputs, when the caller already ran it.
         timeout: seconds tracing may take in all (None: no limit). Enforced in the main thread.
+        black_boxes: module name -> reason, the black boxes an earlier trace of the same model
+            found (``Traced.opaque``): traced as such from the first pass, which then need not
+            fail again to find them (healing re-traces fresh copies many times).
 
     Raises:
         UnsupportedLayerError: tracing fails even with the failing modules as black boxes, or
@@ -127,7 +130,8 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     names = {m: n for n, m in model.named_modules()}
     # A black box needs inputs and outputs: never the whole model, never a layer the graph cuts by rows.
     parents = {m: p for p in model.modules() for m in p.children()}
-    black_boxes: dict[nn.Module, str] = {}
+    known = dict(black_boxes or {})
+    black_boxes = {m: known[n] for m, n in names.items() if n in known and m is not model}
     deadline = None if timeout is None else time.monotonic() + timeout
     for _ in range(MAX_PASSES):
         # The first try gets most of the budget; what a slow part leaves goes to the retries.
@@ -198,6 +202,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                     verbose=False,
                 )
             dg.set_concat_sizes(owners.cat_sizes)
+            dg.view_shapes = owners.view_shapes
             blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
             for block in blocks:
                 block.out = _output_projection(dg, block)
@@ -388,6 +393,8 @@ def _channel_groups(dg, module, is_out: bool) -> int:
         return 1  # depthwise: every channel is its own group
     if not isinstance(module, nn.Module):
         return 1
+    if is_out and registry.parts(module) > 1:  # split in equal parts by a stored size (layers/csp.py)
+        return registry.parts(module)
     pruner = dg.get_pruner_of_module(module)
     if pruner is None:
         return 1

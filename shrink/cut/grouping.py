@@ -21,7 +21,7 @@ from numbers import Number
 import numpy as np
 import torch_pruning as tp
 from torch_pruning import _helpers, ops
-from torch_pruning.dependency import index_mapping
+from torch_pruning.dependency import index_mapping, shape_infer
 from torch_pruning.dependency.dependency import Dependency
 from torch_pruning.dependency.group import Group
 from torch_pruning.pruner import function
@@ -138,6 +138,7 @@ class Graph(tp.DependencyGraph):
     """
 
     oversized: list[GroupTooLarge]
+    view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape), as recorded in the forward
 
     def set_concat_sizes(self, sizes: dict) -> None:
         """The widths each concatenation joined, as recorded in the forward (grad_fn -> widths).
@@ -151,10 +152,44 @@ class Graph(tp.DependencyGraph):
             if isinstance(node.module, ops._ConcatOp) and recorded and len(recorded) == len(node.inputs):
                 node.module.concat_sizes = list(recorded)
 
+    def _update_index_mapping(self) -> None:
+        """torch-pruning's index mappings, less the flattens it infers for reshapes that keep the channels in place.
+
+        A reshape of token-major activations (``[B*H, W, C] -> [B, H, W, C]``, Sequencer's LSTM2d)
+        leaves channel j at channel j. torch-pruning reads the reshape's output width from its
+        reader, and where that reader is a concatenation it takes the whole concatenation's width
+        (2C): it then maps each channel to two (a stride-2 flatten), and the cut removes the wrong
+        columns of the layer after the concatenation. With the shapes recorded in the forward: when
+        the last dimension is unchanged and it is where the producer's channels are, the reshape
+        maps channels one to one.
+
+        torch-pruning redoes the mappings for every group it builds after a cut; they depend only
+        on the layers' widths, so they are redone only when a parameter or buffer changed shape.
+        """
+        widths = tuple(t.shape for t in (*self.model.parameters(), *self.model.buffers()))
+        if getattr(self, "_mapped_widths", None) == widths:
+            return  # nothing was cut since the last update: the mappings stand (healing trials re-group often)
+        index_mapping.update_index_mapping(self)
+        self._mapped_widths = widths
+        for node in self.module2node.values():
+            shapes = self.view_shapes.get(node.grad_fn) if node.type == ops.OPTYPE.RESHAPE else None
+            if not shapes or not shapes[0] or not shapes[1] or shapes[0][-1] != shapes[1][-1]:
+                continue
+            width = shapes[0][-1]
+            if len(shapes[0]) > 2 and shapes[0][1] == width:
+                continue  # the channels may as well be dim 1 (a conv map): torch-pruning's reading stands
+            if not any(shape_infer.infer_out_channels_recursively(self, source, [0]) == width for source in node.inputs):
+                continue
+            for other in (*node.inputs, *node.outputs):
+                for dep in (*node.dependencies, *other.dependencies):
+                    if {dep.source, dep.target} == {node, other} and isinstance(
+                            dep.index_mapping[0], index_mapping._FlattenIndexMapping):
+                        dep.index_mapping[0] = None
+
     def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         """torch-pruning's get_all_groups, going on past oversized roots."""
         self.oversized = []
-        index_mapping.update_index_mapping(self)  # once: nothing is cut between these groups
+        self._update_index_mapping()  # once: nothing is cut between these groups
         visited, ignored = set(), set(ignored_layers) | set(self.IGNORED_LAYERS_IN_TRACING)
         for m in list(self.module2node):
             if m in ignored or m in visited or not isinstance(m, tuple(root_module_types)):
@@ -186,7 +221,7 @@ class Graph(tp.DependencyGraph):
         if isinstance(idxs, Number):
             idxs = [idxs]
         if remap:  # the graph may have been cut since: torch-pruning redoes the mappings for every group
-            index_mapping.update_index_mapping(self)
+            self._update_index_mapping()
         root = self.module2node[module]
         start = np.array([(i, i) for i in idxs], dtype=np.int64).reshape(-1, 2)
         reached = self.walk(Dependency(pruning_fn, pruning_fn, source=root, target=root), start,

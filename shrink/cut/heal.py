@@ -141,7 +141,7 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
 
     def attempt(subset: list[Step]):
         trials["n"] += 1
-        traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout)
+        traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout, black_boxes=first.opaque)
         tracker, order, failure = trial(traced, subset, example_inputs, shapes)
         return traced, tracker, order, failure
 
@@ -195,7 +195,7 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
     # Nothing that passes was found in the trials allowed: the uncut model, every planned step kept whole.
     for s in remaining:
         reasons.setdefault(label(s), "not cut: no passing combination was found within the trials allowed")
-    traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout)
+    traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout, black_boxes=first.opaque)
     return _outcome(traced, [], Tracker(), reasons, trials["n"])
 
 

@@ -121,11 +121,15 @@ class _Owners(TorchFunctionMode):
         self.stack: list[nn.Module] = []
         self.owner: dict = {}
         self.cat_sizes: dict = {}  # a concatenation's grad_fn -> the widths it joined (grouping.py)
+        self.view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape) (grouping.py)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             self._record_cat(out, args, kwargs or {})
+        elif (isinstance(out, torch.Tensor) and type(out.grad_fn).__name__ in _VIEWS
+              and args and isinstance(args[0], torch.Tensor)):
+            self.view_shapes[out.grad_fn] = (tuple(args[0].shape), tuple(out.shape))
         if self.stack:
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor) and t.grad_fn is not None:
@@ -141,6 +145,7 @@ class _Owners(TorchFunctionMode):
 
 
 _CATS = (torch.cat, torch.concat, torch.concatenate)
+_VIEWS = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
 
 
 @contextmanager

@@ -16,7 +16,9 @@ class Step:
     Attributes:
         op: ``"group"`` (a coupled channel group, cut through the dependency graph), ``"heads"``
             (whole attention heads, or key/value groups, cut inside one attention block),
-            ``"head_dims"``, or ``"experts"`` (the FFN units of every expert of a mixture-of-experts
+            ``"head_dims"`` (the same dims of every head of attention tied to its input width,
+            ``removed`` as ``head * head_dim + dim``; with Twins' ``sr``, its rows as ``C + row``:
+            layers/tied_attention.py), or ``"experts"`` (the FFN units of every expert of a mixture-of-experts
             block, ``removed`` as ``expert * intermediate + unit``; layers/hf_moe.py).
         layer: the group's root layer, or the attention block, by qualified name.
         dim: ``"out"``/``"in"`` for a group's root; ``"heads"`` for a head cut.

@@ -123,7 +123,7 @@ def _tied_steps(traced: Traced, pool, removed: list[list[int]], p: int) -> list[
         group = pool[i][0]
         lost = len(_units.channels(traced, group, removed[i]))
         if lost:
-            dims = tied_attention.dims_to_remove(block, lost // block.num_heads, p)
+            dims = tied_attention.to_remove(block, lost, p)
             steps.append(Step("head_dims", block.name, "head_dims", tuple(dims), traced.names[block.proj]))
     return steps
 

@@ -14,7 +14,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config, hf_moe, registry, tied_attention
+from ..layers import attention, hf_config, hf_moe, registry, std_conv, tied_attention
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -87,8 +87,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
             if block is None:
                 raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
             for layer, dim, removed in tied_attention.cuts(block, list(step.removed)):
-                size = layer.out_features if dim == "out" else layer.in_features
-                tracker.cut(names[layer], dim, size, removed)
+                tracker.cut(names[layer], dim, tied_attention.size(layer, dim), removed)
             tied_attention.cut_dims(block, list(step.removed))
         elif step.op == "experts":
             _cut_experts(_get(modules, step.layer, step), step, tracker)
@@ -115,6 +114,7 @@ def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker)
             f"which has only {size} channels here. Load the plan onto the architecture it was made from."
         )
     group = dg.get_pruning_group(module, fn, list(step.removed))
+    extra = []
     for item in group:
         target = item.dep.target.module
         name = _item_name(dg, names, target)
@@ -127,7 +127,11 @@ def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker)
             target_pruner = dg.get_pruner_of_module(target)
             now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
         tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
+        if is_out and std_conv.extra_rows(target):
+            extra.append((target, int(now), list(item.idxs)))
     group.prune(record_history=False)
+    for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
+        std_conv.cut_rows(target, width, removed)
 
 
 def _cut_experts(experts: nn.Module, step: Step, tracker: Tracker) -> None:

@@ -11,8 +11,9 @@ checks this inside `compress` on the example inputs:
 
 A mismatch means the tracer missed a coupling (an op it does not see, a shape read from a stored
 attribute); `heal.py` then keeps the groups responsible whole. Steps are exact unless a channel-mixing
-normalisation (LayerNorm, GroupNorm, RMSNorm) or nn.MultiheadAttention's per-head dims sit on
-the cut width, or a consumer reads the channels in a way shrink cannot zero from outside: those
+normalisation (LayerNorm, GroupNorm, RMSNorm), a weight-standardised convolution
+(layers/std_conv.py) or nn.MultiheadAttention's per-head dims sit on the cut width, or a consumer
+reads the channels in a way shrink cannot zero from outside: those
 are checked for running and output shapes only, and reported as such.
 """
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import attention, hf_moe
+from ..layers import attention, hf_moe, std_conv
 from ..layers.rows import is_hf_conv1d
 from .graph import Group, Traced
 from .plan import Step
@@ -61,10 +62,13 @@ def _mixes_channels(module) -> bool:
 
 def exact(group: Group) -> bool:
     """Whether cutting ``group`` can be checked against masking exactly."""
+    dg = group.tp_group._DG
     for item in group.tp_group:
         module = item.dep.target.module
         if _mixes_channels(module):
             return False
+        if std_conv.transforms_weight(module) and not dg.is_out_channel_pruning_fn(item.dep.handler):
+            return False  # weight standardisation normalises each filter over the fan-in being cut
         if isinstance(module, nn.Module) and not _is_tracer_op(module) and not _known(module):
             return False
     return True

@@ -9,7 +9,10 @@ channel shortcuts, kept whole) · shuffle (channel shuffle, kept whole) · const
 a constant tensor or a number in a view, kept whole) · glu (gated widths: MambaOut's stored split
 sizes, gMLP's token projection) · split_order (split parts mapped in their order; channel splits
 below a class token) · selective_kernel (SKNet's paths and split attention) · subsample_attention
-(Twins' q/kv attention reshaped to its input width, kept whole).
+(Twins' separate q and kv reshaped to its input width, head dims cut by tied_attention) · eva (EVA's
+rotary attention with q/v biases: whole heads, forward reshaped with -1) · csp (CSPNet's expanded
+width split in equal halves by a stored size) · std_conv (weight-standardised convolutions of BiT
+and NFNet: per-filter gains cut with the rows, cut fan-ins checked for shape).
 
 registry.py lists the families and their hooks; the engine (cut/) asks the registry, never a
 family by name.

@@ -19,6 +19,8 @@ them. It registers the hooks it needs (all optional):
   entry per head (T5's and Swin's relative position bias tables); ``kept``: the heads kept.
 - ``shared_heads(name, module) -> key | None``: attention blocks with one key must keep the
   same heads (T5 adds its first layer's position bias in every layer of the stack).
+- ``parts(module) -> int``: a layer whose outputs the forward splits into this many equal parts
+  by a stored size (CSPNet's expanded width): its groups remove the same positions in each part.
 
 Attention blocks cut by whole heads are found by `attention.find_blocks`, also from here.
 """
@@ -33,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (constants, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
-               split_order, subsample_attention, tied_attention, vit)
+from . import (constants, csp, eva, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
+               split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, watch, fixed, owns, op_reason, finish, cut_heads, shared_heads: its hooks, or None.
+        pruners, watch, fixed, owns, op_reason, finish, cut_heads, shared_heads, parts: its hooks, or None.
     """
 
     name: str
@@ -55,13 +57,14 @@ class Family:
     finish: Callable[[nn.Module], None] | None = None
     cut_heads: Callable[[nn.Module, list[int]], None] | None = None
     shared_heads: Callable[[str, nn.Module], str | None] | None = None
+    parts: Callable[[nn.Module], int] | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("Hugging Face Conv1D", pruners=rows.pruners),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
            fixed=recurrent.fixed_state),
-    Family("attention reshaped to its input width (timm, nanoGPT, Swin)", watch=tied_attention.Probe,
+    Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", watch=tied_attention.Probe,
            owns=tied_attention.own_layers),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
@@ -73,8 +76,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", watch=split_order.Ordered),
     Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
-    Family("attention with separate q and kv reshaped to its input width (Twins)", watch=subsample_attention.Found,
-           fixed=subsample_attention.fixed, owns=subsample_attention.own_layers),
+    Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", watch=eva.Traced,
+           cut_heads=eva.cut_heads, finish=eva.finish),
+    Family("cross stage split in equal halves by a stored size (CSPNet)", watch=csp.Halves, parts=csp.parts,
+           finish=csp.finish),
 )
 
 
@@ -158,3 +163,12 @@ def shared_heads(name: str, module: nn.Module) -> str:
         if key:
             return key
     return ""
+
+
+def parts(module: nn.Module) -> int:
+    """Equal parts the forward splits ``module``'s outputs into by a stored size (1: none)."""
+    found = 1
+    for family in FAMILIES:
+        if family.parts is not None:
+            found = max(found, family.parts(module))
+    return found

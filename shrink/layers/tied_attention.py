@@ -1,4 +1,4 @@
-"""Attention whose forward reshapes the heads back to the block's *input* width (timm, nanoGPT, Swin).
+"""Attention whose forward reshapes the heads back to the block's *input* width (timm, nanoGPT, Swin, Twins).
 
 What the family looks like: one fused ``qkv`` Linear [3C, C] laid out [q | k | v], each part
 [heads, head_dim], an output projection [C, C], a head count attribute, and a forward that
@@ -10,6 +10,11 @@ reads C from its input, not from an attribute:
   ``view(B, T, n_head, C // n_head)`` and ``view(B, T, C)``; the scale is ``1/sqrt(k.size(-1))``.
 - Swin ``WindowAttention``: ``reshape(B_, N, 3, num_heads, C // num_heads)``; heads index a
   relative-position bias table, so the head count must stay.
+- CaiT/XCiT ``ClassAttn``: separate ``q``, ``k``, ``v`` Linear layers [C, C] and
+  ``reshape(B, N, num_heads, C // num_heads)`` (probed like the fused ones); CaiT's talking heads
+  (``proj_l``, ``proj_w`` mix the heads) and XCiT's per-head temperature keep the head count too.
+- Twins' ``GlobalSubSampleAttn`` and PVT's SRA: separate ``q`` and fused ``kv`` (and a strided
+  ``sr`` conv whose output width is C), recognised by their layout (subsample_attention.py), not probed.
 
 Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
 `Probe` removes one whole head from a copy of each candidate block and runs it on the input it
@@ -21,7 +26,8 @@ cut: the residual group loses a multiple of ``num_heads`` channels (`multiple`),
 loses as many of its own dims (`dim_steps`: the lowest-norm q/k/v dims of each head), which keeps
 ``heads * head_dim == C``, the head count (and Swin's bias table) intact. The attributes the
 forward reads are set from the new sizes: ``head_dim`` (timm), ``n_embd`` (nanoGPT's split size).
-Where the scale is computed from ``head_dim`` (nanoGPT), the query rows are multiplied by
+Where the scale is computed from ``head_dim`` (nanoGPT; timm with ``fused_attn``, whose
+``scaled_dot_product_attention`` ignores the stored scale), the query rows are multiplied by
 sqrt(new/old) so that every attention score stays what it was with the removed dims masked.
 """
 
@@ -32,7 +38,11 @@ import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from . import eva, subsample_attention
 
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
 _OUT = ("proj", "c_proj", "out_proj", "o_proj")
@@ -48,6 +58,10 @@ class TiedBlock:
         name: qualified name of the block; module: the block.
         qkv, proj: the fused projection and the output projection.
         num_heads: head count (never changed).
+        kv: with separate q and fused kv (Twins, PVT; subsample_attention.py): ``qkv`` is then q
+            [C, C] and ``kv`` [2C, C]; None for a fused [q | k | v] layer.
+        sr, norm: the spatial reduction before kv (a conv whose output width is C) and its LayerNorm.
+        k, v: separate key and value projections [C, C] (CaiT's class attention; ``qkv`` is q), or None.
     """
 
     name: str
@@ -55,10 +69,29 @@ class TiedBlock:
     qkv: nn.Linear
     proj: nn.Linear
     num_heads: int
+    kv: nn.Linear | None = None
+    sr: nn.Conv2d | None = None
+    norm: nn.LayerNorm | None = None
+    k: nn.Linear | None = None
+    v: nn.Linear | None = None
 
     @property
     def width(self) -> int:
-        return self.qkv.out_features // 3
+        fused = self.kv is None and self.v is None
+        return self.qkv.out_features // 3 if fused else self.qkv.out_features
+
+    def layers(self) -> list[nn.Module]:
+        """The layers whose rows the block cuts itself (never roots of a width group)."""
+        return [m for m in (self.qkv, self.kv, self.sr, self.k, self.v) if m is not None]
+
+    def head_rows(self, dims) -> list[tuple[nn.Linear, list[int]]]:
+        """The rows holding head dims ``dims`` (h * head_dim + d), per layer: q, k and v."""
+        c = self.width
+        if self.v is not None:
+            return [(m, list(dims)) for m in (self.qkv, self.k, self.v)]
+        if self.kv is not None:
+            return [(self.qkv, list(dims)), (self.kv, [s * c + i for s in range(2) for i in dims])]
+        return [(self.qkv, [s * c + i for s in range(3) for i in dims])]
 
     @property
     def head_dim(self) -> int:
@@ -78,9 +111,15 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
 
     ``cut``: the block's input width may already have been narrowed (replaying a plan's steps).
     """
-    if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention):
-        return None
+    if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention) or eva.matches(module):
+        return None  # EVA's rotary table fixes head_dim: whole heads are cut (eva.py)
+    found = subsample_attention.layers(module, cut=cut)
+    if found is not None:
+        q, kv, proj, sr, norm = found
+        return TiedBlock(name, module, q, proj, module.num_heads, kv, sr, norm)
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
+    if qkv is None:
+        return _separate(name, module, proj, heads, cut)
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
     if not cut and proj.out_features != qkv.in_features:
@@ -89,6 +128,23 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     if qkv.out_features != 3 * c or proj.in_features != c or c % heads:
         return None
     return TiedBlock(name, module, qkv, proj, heads)
+
+
+def _separate(name: str, module: nn.Module, proj, heads, cut: bool) -> TiedBlock | None:
+    """A block with separate q, k and v [C, C] read from the input width (CaiT's class attention)."""
+    q, k, v = (getattr(module, n, None) for n in ("q", "k", "v"))
+    if not all(type(m) is nn.Linear for m in (q, k, v)) or not isinstance(proj, nn.Linear):
+        return None
+    if not isinstance(heads, int) or isinstance(heads, bool):
+        return None
+    c = q.out_features
+    if k.out_features != c or v.out_features != c or proj.in_features != c or c % heads:
+        return None
+    if len({q.in_features, k.in_features, v.in_features}) > 1:
+        return None
+    if not cut and not (q.in_features == c == proj.out_features):
+        return None  # heads x head_dim is the input width, and proj writes it back
+    return TiedBlock(name, module, q, proj, heads, k=k, v=v)
 
 
 # Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
@@ -110,9 +166,12 @@ class Probe:
     def __init__(self, model: nn.Module) -> None:
         self.inputs: dict[nn.Module, tuple] = {}
         self.shapes: dict[nn.Module, torch.Size] = {}
-        self.blocks = [b for b in find(model)]
+        # Separate q and kv (subsample_attention.py) read their input width by construction: not probed.
+        self.blocks = [b for b in find(model) if b.kv is None]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
         self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
+        self._linear = _QkvAsLayer({id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)})
+        self._linear.__enter__()
 
     def _note(self, module, args, kwargs) -> None:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -122,12 +181,44 @@ class Probe:
         self.shapes.setdefault(module, _first(output).shape)
 
     def close(self) -> None:
+        self._linear.__exit__(None, None, None)
         for h in self._handles:
             h.remove()
         for block in self.blocks:
             if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
                                                                     self.shapes[block.module]):
                 _HEADS_CUTTABLE.add(block.module)
+
+
+_BIASES = ("q_bias", "k_bias", "v_bias")
+
+
+def _bias_parts(module: nn.Module) -> list[str]:
+    """BEiT's separate q/k/v biases (qkv without bias, ``F.linear(x, qkv.weight, cat(q_bias, k_bias, v_bias))``)."""
+    qkv = _find(module, _QKV)
+    if not isinstance(qkv, nn.Linear) or qkv.bias is not None:
+        return []
+    return [n for n in _BIASES if isinstance(getattr(module, n, None), torch.Tensor)]
+
+
+class _QkvAsLayer(TorchFunctionMode):
+    """While tracing: ``F.linear`` on a fused qkv layer's weight (BEiT passes ``qkv.weight`` with its own
+    biases) runs as that layer plus the bias, so the graph sees the layer and its input width."""
+
+    def __init__(self, layers: dict[int, nn.Linear]) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and self.layers:
+            weight = args[1] if len(args) > 1 else kwargs.get("weight")
+            layer = self.layers.get(id(weight))
+            if layer is not None:
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                out = layer(args[0] if args else kwargs["input"])
+                return out if bias is None else out + bias
+        return func(*args, **kwargs)
 
 
 def _first(output) -> torch.Tensor:
@@ -141,40 +232,49 @@ def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: tor
     """
     if block.num_heads < 2:
         return False
-    qkv, proj, module = block.qkv, block.proj, block.module
-    c, d = block.width, block.head_dim
-    keep = torch.arange(d, c)
-    rows = torch.cat([keep + s * c for s in range(3)])
-    saved = (qkv.weight, qkv.bias, proj.weight, {n: getattr(module, n) for n in _HEADS
-                                                   if isinstance(getattr(module, n, None), int)})
+    proj, module = block.proj, block.module
+    keep = list(range(block.head_dim, block.width))
+    saved = [(m, m.weight, m.bias) for m in (*block.layers(), proj)]
+    heads = {n: getattr(module, n) for n in _HEADS if isinstance(getattr(module, n, None), int)}
     try:
         with torch.no_grad():
-            qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows))
-            if qkv.bias is not None:
-                qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows))
-            proj.weight = nn.Parameter(proj.weight.index_select(1, keep))
-            for name in saved[3]:
+            for layer, rows in block.head_rows(keep):
+                index = torch.tensor(rows, dtype=torch.long)
+                layer.weight = nn.Parameter(layer.weight.index_select(0, index))
+                if layer.bias is not None:
+                    layer.bias = nn.Parameter(layer.bias.index_select(0, index))
+            proj.weight = nn.Parameter(proj.weight.index_select(1, torch.tensor(keep, dtype=torch.long)))
+            for name in heads:
                 setattr(module, name, block.num_heads - 1)
             got = module(*args, **kwargs)
         return _first(got).shape == shape
     except Exception:  # noqa: BLE001 - any failure means the forward reads the input width
         return False
     finally:
-        qkv.weight, proj.weight = saved[0], saved[2]
-        if saved[1] is not None:
-            qkv.bias = saved[1]
-        for name, value in saved[3].items():
+        for layer, weight, bias in saved:
+            layer.weight = weight
+            if bias is not None:
+                layer.bias = bias
+        for name, value in heads.items():
             setattr(module, name, value)
 
 
 def own_layers(model: nn.Module) -> list[nn.Module]:
-    """The fused qkv layers: their rows are cut here (per head), never as a width group of their own."""
-    return [b.qkv for b in find(model)]
+    """The fused qkv layers (q, kv and sr): their rows are cut here (per head), never as a width group."""
+    return [layer for b in find(model) for layer in b.layers()]
 
 
 def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
     """[heads, head_dim]: Lp norm of each head dim's q, k and v rows taken together."""
-    w = block.qkv.weight.detach().float().view(3, block.num_heads, block.head_dim, -1)
+    h, d = block.num_heads, block.head_dim
+    if block.v is not None:
+        return sum(m.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)
+                   for m in (block.qkv, block.k, block.v)).pow(1.0 / p)
+    if block.kv is not None:
+        total = block.qkv.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)
+        total += block.kv.weight.detach().float().abs().pow(p).view(2, h, d, -1).sum(dim=(0, 3))
+        return total.pow(1.0 / p)
+    w = block.qkv.weight.detach().float().view(3, h, d, -1)
     return w.abs().pow(p).sum(dim=(0, 3)).pow(1.0 / p)
 
 
@@ -188,34 +288,92 @@ def dims_to_remove(block: TiedBlock, per_head: int, p: int) -> list[int]:
     return removed
 
 
-def cuts(block: TiedBlock, removed: list[int]) -> list[tuple[nn.Module, str, list[int]]]:
-    """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns."""
+def to_remove(block: TiedBlock, lost: int, p: int) -> list[int]:
+    """What a plan's step removes when the block's input width loses ``lost`` channels: each head's
+    ``lost // num_heads`` weakest dims (`dims_to_remove`), then, with ``sr``, its ``lost`` weakest
+    rows, written ``C + row`` (one index space of 2C: a plan lists an index once)."""
+    dims = dims_to_remove(block, lost // block.num_heads, p)
+    if block.sr is None:
+        return dims
+    rows = block.sr.weight.detach().float().abs().pow(p).flatten(1).sum(dim=1)
+    return dims + sorted(block.width + int(i) for i in torch.argsort(rows, stable=True)[:len(dims)])
+
+
+def _split(block: TiedBlock, removed: list[int]) -> tuple[list[int], list[int]]:
+    """(head dims, sr rows) of a step's removed indices (see `to_remove`)."""
     c = block.width
-    return [(block.qkv, "out", [s * c + i for s in range(3) for i in removed]), (block.proj, "in", list(removed))]
+    return [i for i in removed if i < c], [i - c for i in removed if i >= c]
+
+
+def size(layer: nn.Module, dim: str) -> int:
+    """The width a cut narrows: a Linear's or conv's outputs/inputs, a LayerNorm's entries."""
+    if isinstance(layer, nn.LayerNorm):
+        return layer.normalized_shape[0]
+    if isinstance(layer, nn.Conv2d):
+        return layer.out_channels if dim == "out" else layer.in_channels
+    return layer.out_features if dim == "out" else layer.in_features
+
+
+def cuts(block: TiedBlock, removed: list[int]) -> list[tuple[nn.Module, str, list[int]]]:
+    """The (layer, "out"/"in", removed indices) cuts: the dims in q, k and v; the same proj columns;
+    with ``sr``, its rows, ``norm``'s entries and ``kv``'s columns."""
+    dims, rows = _split(block, removed)
+    found = [*((layer, "out", r) for layer, r in block.head_rows(dims)), (block.proj, "in", dims)]
+    if block.sr is not None:
+        found += [(block.sr, "out", rows), (block.norm, "out", rows), (block.kv, "in", rows)]
+    return found
+
+
+def _slice(layer: nn.Module, dim: str, removed: list[int]) -> None:
+    """Drop ``removed`` along a layer's outputs ("out": weight rows, bias; a LayerNorm's entries) or inputs."""
+    gone = set(removed)
+    keep = torch.tensor([i for i in range(size(layer, dim)) if i not in gone], dtype=torch.long)
+    axis = 0 if dim == "out" or isinstance(layer, nn.LayerNorm) else 1
+    layer.weight = nn.Parameter(layer.weight.index_select(axis, keep).clone())
+    if dim == "out" and layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.index_select(0, keep).clone())
+    n = len(keep)
+    if isinstance(layer, nn.LayerNorm):
+        layer.normalized_shape = (n,)
+    elif isinstance(layer, nn.Conv2d):
+        setattr(layer, "out_channels" if dim == "out" else "in_channels", n)
+    else:
+        setattr(layer, "out_features" if dim == "out" else "in_features", n)
+
+
+def _scale_is_computed(module: nn.Module) -> bool:
+    """Does the forward compute 1/sqrt(head_dim) from the new size rather than read a stored scale?
+
+    nanoGPT computes it from ``k.size(-1)``; timm stores ``scale`` but with ``fused_attn`` (its
+    default) calls ``scaled_dot_product_attention`` without it, which uses the new head_dim.
+    """
+    return not isinstance(getattr(module, "scale", None), float) or getattr(module, "fused_attn", False) is True
 
 
 def cut_dims(block: TiedBlock, removed: list[int]) -> None:
     """Remove head dims ``removed`` (the same number from every head) and fix the attributes."""
     old_dim, c = block.head_dim, block.width
-    keep = [i for i in range(c) if i not in set(removed)]
-    rows = torch.tensor([s * c + i for s in range(3) for i in keep], dtype=torch.long)
-    cols = torch.tensor(keep, dtype=torch.long)
-    qkv, proj = block.qkv, block.proj
+    dims, _ = _split(block, removed)
+    keep = [i for i in range(c) if i not in set(dims)]
+    qkv = block.qkv
     with torch.no_grad():
-        qkv.weight = nn.Parameter(qkv.weight.index_select(0, rows).clone())
-        if qkv.bias is not None:
-            qkv.bias = nn.Parameter(qkv.bias.index_select(0, rows).clone())
-        qkv.out_features = len(rows)
-        proj.weight = nn.Parameter(proj.weight.index_select(1, cols).clone())
-        proj.in_features = len(keep)
+        for layer, dim, gone in cuts(block, removed):
+            _slice(layer, dim, gone)
+        index = torch.tensor(keep, dtype=torch.long)
+        for name in _bias_parts(block.module):  # BEiT's q_bias, k_bias (a buffer), v_bias: the same dims
+            value = getattr(block.module, name)
+            if value.shape[0] == c:
+                kept = value.index_select(0, index).clone()
+                setattr(block.module, name, nn.Parameter(kept) if isinstance(value, nn.Parameter) else kept)
         new_dim = len(keep) // block.num_heads
-        if not isinstance(getattr(block.module, "scale", None), float):
-            # The forward computes 1/sqrt(head_dim) from the new size (nanoGPT's k.size(-1)):
-            # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old).
+        if _scale_is_computed(block.module):
+            # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old), the masked score.
             factor = math.sqrt(new_dim / old_dim)
             qkv.weight[: len(keep)] *= factor
             if qkv.bias is not None:
                 qkv.bias[: len(keep)] *= factor
+            if "q_bias" in _bias_parts(block.module):
+                block.module.q_bias *= factor
     # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
     # split(self.n_embd, dim=2). Both now equal the new input width C, which the residual cut set.
     if isinstance(getattr(block.module, "head_dim", None), int):

@@ -2,9 +2,10 @@
 
 The cost is latency (from the measured tables), MACs or parameters. Each knob offers a few
 widths (for latency, only those the table measured fast), each with a value (the importance its
-top units keep, scores scaled to mean 1 per knob) and a cost. Picking one width per knob to
-maximise value under the budget is a multiple-choice knapsack, solved exactly by merging Pareto
-frontiers knob by knob (thinned to `MAX_POINTS` when it grows past that).
+top units keep: the weight mass the knob carries times the share of its L1 scores they hold, see
+`space.Knob.value`) and a cost. Picking one width per knob to maximise value under the budget is
+a multiple-choice knapsack, solved exactly by merging Pareto frontiers knob by knob (thinned to
+`MAX_POINTS` when it grows past that).
 
 A layer's cost often depends on two knobs (its input and output widths); then `allocate`
 narrows greedily with exact costs at the current widths instead (see there).
