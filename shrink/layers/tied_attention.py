@@ -170,8 +170,10 @@ class Probe:
         self.blocks = [b for b in find(model) if b.kv is None]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
         self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
-        self._linear = _QkvAsLayer({id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)})
-        self._linear.__enter__()
+        layers = {id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)}
+        self._linear = _QkvAsLayer(layers) if layers else None  # a mode slows every op: only where needed
+        if self._linear is not None:
+            self._linear.__enter__()
 
     def _note(self, module, args, kwargs) -> None:
         detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -181,7 +183,8 @@ class Probe:
         self.shapes.setdefault(module, _first(output).shape)
 
     def close(self) -> None:
-        self._linear.__exit__(None, None, None)
+        if self._linear is not None:
+            self._linear.__exit__(None, None, None)
         for h in self._handles:
             h.remove()
         for block in self.blocks:
