@@ -47,7 +47,7 @@ from . import eva, subsample_attention
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
 _OUT = ("proj", "c_proj", "out_proj", "o_proj")
 _HEADS = ("num_heads", "n_head", "n_heads", "heads")
-_WIDTH = ("n_embd", "embed_dim", "dim")  # attributes equal to C that a forward may read as a size
+_WIDTH = ("n_embd", "embed_dim", "dim", "attn_dim")  # attributes equal to C that a forward may read as a size (timm: attn_dim)
 
 
 @dataclass

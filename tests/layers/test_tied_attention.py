@@ -25,8 +25,25 @@ class Wrap(nn.Module):
         return self.head((x + self.attn(x)).mean(1))
 
 
+class TimmAttentionAttnDim(TimmAttention):
+    """timm 1.0's ``layers/attention.py``: the heads go back through ``reshape(B, N, self.attn_dim)``,
+    a stored ``num_heads * head_dim``."""
+
+    def __init__(self, dim, num_heads=4):
+        super().__init__(dim, num_heads)
+        self.attn_dim = num_heads * self.head_dim
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+
+
 MAKERS = {
     "timm": lambda: TimmAttention(32, num_heads=4),
+    "timm_attn_dim": lambda: TimmAttentionAttnDim(32, num_heads=4),
     "nanogpt": lambda: CausalSelfAttention(32, n_head=4, block_size=8),
     "swin": lambda: WindowAttention(32, window_size=2, num_heads=4),
     "talking_heads": lambda: TalkingHeadAttn(32, num_heads=4),
