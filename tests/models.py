@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -271,3 +273,19 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
     return model.eval()
+
+
+class SlowTrace(nn.Module):
+    """Quick on compress's first forward, then 1 s per forward: tracing outlasts a short time budget."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(1.0)
+        return self.head(self.fc(x))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
 from torch import nn
 
 import shrink
-from models import MisTraced, randomize_bn
+from models import MisTraced, SlowTrace, randomize_bn
 from oracle import assert_matches_oracle
 
 
@@ -75,23 +74,9 @@ def test_clean_models_need_no_healing(name):
         assert checks["exact"] and not checks["shape_only"]
 
 
-class _Slow(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 8)
-        self.head = nn.Linear(8, 2)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls > 1:  # the run compress makes before tracing is quick; tracing is slow
-            time.sleep(1.0)
-        return self.head(self.fc(x))
-
-
 def test_tracing_has_a_time_budget_and_a_clear_answer():
     with pytest.raises(shrink.UnsupportedLayerError, match=r"did not finish within 0.3 s.*trace_timeout="):
-        shrink.compress(_Slow(), torch.randn(1, 4), trace_timeout=0.3)
+        shrink.compress(SlowTrace(), torch.randn(1, 4), trace_timeout=0.3)
 
 
 def test_a_compress_that_removes_nothing_says_why():

@@ -7,14 +7,13 @@ Budgets (macs=) are used: they are counted, never timed.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
 from torch import nn
 
 import shrink
-from models import MisTraced, randomize_bn
+from models import MisTraced, SlowTrace, randomize_bn
 from shrink.cut import graph
 from shrink.target import space as _space
 from shrink.target import tie as _tie
@@ -34,23 +33,9 @@ def test_strict_reaches_the_target_path():
         shrink.compress(model, x, macs=0.1, strict=True)
 
 
-class _Slow(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(4, 8)
-        self.head = nn.Linear(8, 2)
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls > 1:  # compress's first run is quick; tracing is slow
-            time.sleep(1.0)
-        return self.head(self.fc(x))
-
-
 def test_trace_timeout_reaches_the_target_path():
     with pytest.raises(shrink.UnsupportedLayerError, match=r"did not finish within 0.3 s.*trace_timeout="):
-        shrink.compress(_Slow(), torch.randn(1, 4), macs=0.5, trace_timeout=0.3)
+        shrink.compress(SlowTrace(), torch.randn(1, 4), macs=0.5, trace_timeout=0.3)
 
 
 class _Blocks(nn.Module):
