@@ -140,7 +140,9 @@ def from_spec(spec: Mapping) -> ExampleInputs:
         raise ShrinkValueError(f"recorded inputs must look like {{'args': [...], 'kwargs': {{...}}}}; got {spec!r:.80}")
 
     def one(entry: Mapping):
-        if "tuple" in entry:
+        if isinstance(entry, Mapping) and "tuple" in entry:
+            if not isinstance(entry["tuple"], list):
+                raise ShrinkValueError(f"a recorded tuple input must be {{'tuple': [...]}}; got {entry!r:.80}")
             return tuple(one(e) for e in entry["tuple"])
         _check_entry(entry)
         dtype = getattr(torch, entry["dtype"])

@@ -52,9 +52,9 @@ def classes(traced: Traced, group: Group) -> list[tuple[int, ...]] | None:
     """Root channels that go together, one tuple per unit in order of their first channel;
     None when every channel is a unit of its own (the common case)."""
     cache = traced.__dict__.setdefault("_unit_classes", {})
-    key = id(group.tp_group)
-    if key in cache:
-        return cache[key]
+    key = id(group.tp_group)  # the group is held in the entry, so that its id cannot be reused meanwhile
+    if key in cache and cache[key][0] is group.tp_group:
+        return cache[key][1]
     found = None
     if group.channel_groups == 1 and _may_tie(group):
         parent = list(range(group.width))
@@ -79,7 +79,7 @@ def classes(traced: Traced, group: Group) -> list[tuple[int, ...]] | None:
             for i in range(group.width):
                 members.setdefault(root(i), []).append(i)
             found = [tuple(m) for _, m in sorted(members.items())]
-    cache[key] = found
+    cache[key] = (group.tp_group, found)
     return found
 
 

@@ -153,7 +153,9 @@ class StateWatch:
 
     def __init__(self, model: nn.Module) -> None:
         self.passed: set[nn.Module] = set()
-        self.returned: dict[int, nn.Module] = {}
+        # id -> (state tensor, module); the tensor is held so that its id cannot be reused by a later
+        # tensor (a discarded state is freed at once, and the model's output may land at its address).
+        self.returned: dict[int, tuple[torch.Tensor, nn.Module]] = {}
         self._modules = [m for m in model.modules() if is_recurrent(m)]
         self._handles = [m.register_forward_hook(self._hook) for m in self._modules]
         for m in self._modules:
@@ -164,7 +166,7 @@ class StateWatch:
             self.passed.add(module)
         state = output[1]
         for t in state if isinstance(state, tuple) else (state,):
-            self.returned[id(t)] = module
+            self.returned[id(t)] = (t, module)
 
     def close(self) -> None:
         for h in self._handles:
@@ -195,7 +197,7 @@ def fixed_state(watch: StateWatch, outputs: list[torch.Tensor]) -> dict[nn.Modul
     reasons = {m: "its hidden state is passed in by the caller (a layers x batch x hidden input)"
                for m in watch.passed}
     for t in outputs:
-        module = watch.returned.get(id(t))
-        if module is not None:
+        state, module = watch.returned.get(id(t), (None, None))
+        if state is t:
             reasons.setdefault(module, "its final hidden state is a model output")
     return reasons

@@ -112,3 +112,20 @@ def test_save_load_and_onnx(kind, tmp_path):
     if kind == "LSTM":  # (h, c) is a tuple input: a dynamic batch is refused with the fix
         with pytest.raises(shrink.ShrinkError, match="dynamic_batch=False"):
             shrink.export_onnx(result.model, x, tmp_path / "m2.onnx")
+
+
+def test_a_discarded_state_is_never_mistaken_for_a_later_output():
+    """A state the forward throws away is freed at once; a later tensor at its address is not that state.
+
+    The watch used to remember states by id() alone: the model's output could land at a freed state's
+    address and keep the LSTM whole, depending on the allocation history of the process (seen in CI).
+    """
+    lstm = nn.LSTM(4, 6, batch_first=True)
+    watch = recurrent.StateWatch(nn.Sequential(lstm))
+    try:
+        out, _ = lstm(torch.randn(2, 3, 4))
+        _ = None  # the state (h, c) is discarded, as `y, _ = self.rnn(x)` does on its next use
+        later = [out * 2 for _ in range(200)]  # new tensor objects, the kind that reuse a freed address
+    finally:
+        watch.close()
+    assert recurrent.fixed_state(watch, later) == {}
