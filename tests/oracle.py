@@ -71,6 +71,8 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
                 for c in _drop(m.in_channels, dims["in"]):
                     g = c // per
                     m.weight[g * out_per:(g + 1) * out_per, c % per] = 0
+            elif isinstance(m, nn.modules.conv._ConvNd):  # transposed: weight is [in, out // groups, *k]
+                m.weight[_drop(m.in_channels, dims["in"])] = 0
             elif type(m).__name__ == "Conv1D":
                 m.weight[_drop(m.weight.shape[0], dims["in"])] = 0
     return ref

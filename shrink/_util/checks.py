@@ -6,12 +6,15 @@ before the function changes anything.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 
 from torch import nn
 
 from ..errors import ShrinkTypeError, ShrinkValueError
+
+log = logging.getLogger(__name__)
 
 
 def module(model, *, what: str = "model", where: str = "") -> None:
@@ -25,6 +28,18 @@ def module(model, *, what: str = "model", where: str = "") -> None:
     elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         hint = " Build the model in Python first (e.g. `model = MyNet(); model.load_state_dict(...)`)."
     raise ShrinkTypeError(f"{what} must be a torch.nn.Module{at}; got {type(model).__name__}.{hint}")
+
+
+def uncompiled(model):
+    """The module inside a ``torch.compile`` wrapper (layer names without ``_orig_mod.``); else ``model``.
+
+    shrink traces and cuts the eager module; compile the smaller model again for deployment.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(model, nn.Module) and isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule":
+        log.info("model is wrapped by torch.compile: working on the module inside it (compile the result again)")
+        return inner
+    return model
 
 
 def ignore_list(ignore) -> list:

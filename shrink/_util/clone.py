@@ -1,29 +1,38 @@
-"""Deep copies that also work on models carrying `torch.nn.utils.prune` masks."""
+"""Deep copies that also work on models whose weights a forward hook computes: `torch.nn.utils.prune`
+masks and the older `torch.nn.utils.weight_norm` / `spectral_norm` (their weight is a non-leaf tensor,
+which ``copy.deepcopy`` refuses)."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 
 from torch import nn
 from torch.nn.utils import prune
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 
-def _mask_hooks(model: nn.Module):
+def computed_weights(model: nn.Module) -> Iterator[tuple[nn.Module, str, Callable[[nn.Module], object]]]:
+    """(module, tensor name, how its hook computes it) for every weight a forward pre-hook recomputes."""
     for m in model.modules():
         for hook in m._forward_pre_hooks.values():
             if isinstance(hook, prune.BasePruningMethod):
-                yield m, hook
+                yield m, hook._tensor_name, hook.apply_mask
+            elif isinstance(hook, WeightNorm):
+                yield m, hook.name, hook.compute_weight
+            elif isinstance(hook, SpectralNorm):
+                yield m, hook.name, lambda module, h=hook: h.compute_weight(module, do_power_iteration=False)
 
 
 def clone(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy``, except that masked weights (computed, non-leaf tensors) are recomputed."""
-    saved = [(m, h._tensor_name, m.__dict__.pop(h._tensor_name)) for m, h in _mask_hooks(model)
-             if h._tensor_name in m.__dict__]
+    """``copy.deepcopy``, except that hook-computed weights are left out of the copy and recomputed."""
+    saved = [(m, name, m.__dict__.pop(name)) for m, name, _ in computed_weights(model) if name in m.__dict__]
     try:
         twin = copy.deepcopy(model)
     finally:
         for m, name, value in saved:
             setattr(m, name, value)
-    for m, hook in _mask_hooks(twin):
-        setattr(m, hook._tensor_name, hook.apply_mask(m))
+    for m, name, compute in computed_weights(twin):
+        setattr(m, name, compute(m))
     return twin

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Iterable
@@ -11,6 +10,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from . import report
+from .._util.clone import clone
 from .._util.atomic import atomic_folder, check_destination
 from ..deploy.bench import benchmark
 from ..cut.compress import compress
@@ -105,7 +105,7 @@ def compress_to_folder(
     accuracy, history = {}, []
     if val_loader is not None:
         accuracy["before"] = evaluate(model, val_loader)
-    teacher = copy.deepcopy(model).eval() if distill and train_loader is not None else None
+    teacher = clone(model).eval() if distill and train_loader is not None else None
     schedule = []
     target = target or Target()
     if target.given() and steps > 1:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from .._util.checks import uncompiled
 from . import graph
 from .compress import compress
 
@@ -124,6 +125,7 @@ def analyze(model: nn.Module, example_inputs, *, ignore: Iterable = (), check: b
         >>> [g.root for g in shrink.analyze(net, torch.randn(1, 8)).prunable]
         ['0']
     """
+    model = uncompiled(model)
     traced = graph.trace(model, example_inputs, ignore=ignore, timeout=trace_timeout)
     broken: dict[str, str] = {}
     checks: dict = {}

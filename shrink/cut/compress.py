@@ -217,6 +217,7 @@ def compress(
         >>> result.model[0].out_features
         8
     """
+    model = checks.uncompiled(model)
     target = check_target(ratio, {"speedup": speedup, "latency_ms": latency_ms, "macs": macs, "params": params})
     ratio = 0.5 if ratio is None and not target else ratio
     check_options(ratio if ratio is not None else 0.5, scope, norm, reinit, round_to)

@@ -272,6 +272,7 @@ def _protect_tied(dg, groups: list[Group]) -> None:
     dimension stay whole. (GPT-2's tied head is one group: embedding and head share its width.)"""
     owners: dict[tuple[int, int], set[int]] = {}
     holders: dict[int, set[int]] = {}
+    alive = []  # a computed weight (weight norm) is a new tensor per access: held, so no id is reused
     for gi, group in enumerate(groups):
         for dep, _ in group.tp_group:
             module = dep.target.module
@@ -281,6 +282,7 @@ def _protect_tied(dg, groups: list[Group]) -> None:
             is_out = dg.is_out_channel_pruning_fn(dep.handler)
             stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
             dim = (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
+            alive.append(weight)
             owners.setdefault((id(weight), dim), set()).add(gi)
             holders.setdefault(id(weight), set()).add(id(module))
     # Only tensors held by several modules are tied.

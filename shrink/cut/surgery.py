@@ -14,7 +14,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config, hf_moe, registry, std_conv, tied_attention
+from ..layers import attention, hf_config, hf_moe, parametrized, registry, std_conv, tied_attention
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -78,17 +78,21 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
                     f"the plan removes heads {sorted(step.removed)} of {step.layer!r}, which has {block.units} "
                     "here (at least one must stay). Load the plan onto the architecture it was made from."
                 )
-            for layer, dim, removed in attention.cuts(block, list(step.removed)):
+            cuts = attention.cuts(block, list(step.removed))
+            for layer, dim, removed in cuts:
                 rows = attention.out_rows(layer)
                 tracker.cut(names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)
-            attention.remove_units(block, list(step.removed))
+            with parametrized.plain_weights(layer for layer, _, _ in cuts):
+                attention.remove_units(block, list(step.removed))
         elif step.op == "head_dims":
             block = tied_attention.as_tied(step.layer, _get(modules, step.layer, step), cut=True)
             if block is None:
                 raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
-            for layer, dim, removed in tied_attention.cuts(block, list(step.removed)):
+            cuts = tied_attention.cuts(block, list(step.removed))
+            for layer, dim, removed in cuts:
                 tracker.cut(names[layer], dim, tied_attention.size(layer, dim), removed)
-            tied_attention.cut_dims(block, list(step.removed))
+            with parametrized.plain_weights(layer for layer, _, _ in cuts):
+                tied_attention.cut_dims(block, list(step.removed))
         elif step.op == "experts":
             _cut_experts(_get(modules, step.layer, step), step, tracker)
         else:
@@ -129,7 +133,8 @@ def _cut_group(dg, names: dict, module: nn.Module, step: Step, tracker: Tracker)
         tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
         if is_out and std_conv.extra_rows(target):
             extra.append((target, int(now), list(item.idxs)))
-    group.prune(record_history=False)
+    with parametrized.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
+        group.prune(record_history=False)
     for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
         std_conv.cut_rows(target, width, removed)
 

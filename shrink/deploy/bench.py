@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._util.clone import clone
 from .._util import inputs as _inputs
 from .._util import checks
 from .._util.progress import progress_bar
@@ -201,10 +202,9 @@ def _torch_call(model, inputs, runtime, device):
     """A no-argument call running the model once (on a private copy), or the reason it cannot run."""
     if runtime == "torch-fp16" and device != "cuda":
         return "fp16 is timed on CUDA only"
-    import copy
-
+    
     dtype = torch.float16 if runtime == "torch-fp16" else None
-    m = copy.deepcopy(model).to(device).eval()
+    m = clone(model).to(device).eval()
     if dtype is not None:
         m = m.to(dtype)
     args, kwargs = _inputs.call_args(_to(inputs, device, dtype))

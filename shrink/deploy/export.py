@@ -314,6 +314,7 @@ def export_onnx(
     if path.suffix != ".onnx":
         raise ShrinkValueError(f"the ONNX path must end in .onnx; got {str(path)!r}")
     checks.module(model)
+    model = checks.uncompiled(model)
     checks.number(atol, name="atol", low=0, example=" atol=1e-4 is the default.")
     if opset is not None:
         checks.number(opset, name="opset", low=7, integer=True, example=" Leave opset=None to let the exporter choose.")

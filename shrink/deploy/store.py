@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._util.clone import clone
 from .._util.versions import __version__
 from .._util import checks, snapshot
 from .._util import inputs as _inputs
@@ -158,7 +159,7 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
         raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
                                 "the file was changed or is corrupt; write the folder again with shrink.save")
-    model = base_model if inplace else copy.deepcopy(base_model)
+    model = base_model if inplace else clone(base_model)
     before = snapshot.take(model) if inplace else None
     try:
         return _replay(folder, doc, plan, state, model, base_model)

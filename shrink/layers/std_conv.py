@@ -27,13 +27,15 @@ import weakref
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 _BASES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _found: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _subclass(module: nn.Module) -> bool:
-    return isinstance(module, _BASES) and type(module) not in _BASES
+    # a parametrized layer (weight norm) is a generated subclass: layers/parametrized.py cuts it
+    return isinstance(module, _BASES) and parametrize.type_before_parametrizations(module) not in _BASES
 
 
 def _out_width(module: nn.Module) -> int:

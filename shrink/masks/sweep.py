@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
 
+from .._util.clone import clone
 from .._util import checks
 from .._util import inputs as _inputs
 from ..deploy.bench import benchmark
@@ -118,7 +118,7 @@ def sweep(
     for method in methods:
         for ratio in ratios:
             if method == "weight":
-                pruned = copy.deepcopy(model)
+                pruned = clone(model)
                 if ratio > 0:
                     sparsify(pruned, float(ratio), include_last=True)
                     make_permanent(pruned)

@@ -208,3 +208,17 @@ def test_conv_head_model_prunes_features():
     model = Conv1x1Head()
     result = shrink.compress(model, torch.randn(1, 3, 8, 8), ratio=0.5)
     assert result.model.features[0].out_channels == 8
+
+
+def test_a_torch_compiled_model_is_cut_through_its_wrapper(tmp_path):
+    """torch.compile's wrapper is unwrapped (tracing it failed inside dynamo); names stay the module's own."""
+    torch.manual_seed(0)
+    model = Residual().eval()
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model)
+    result = shrink.compress(compiled, x, ratio=0.5)
+    assert result.after.params < result.before.params
+    assert not any(name.startswith("_orig_mod") for name in result.plan.kept)
+    assert_matches_oracle(model, result, x)
+    assert [g.root for g in shrink.analyze(compiled, x, check=False).prunable] == \
+        [g.root for g in shrink.analyze(model, x, check=False).prunable]
