@@ -71,6 +71,17 @@ def test_model_of_wrong_type():
         shrink.compress("resnet", X)
 
 
+@pytest.mark.parametrize("where", ["model", "layer"])
+def test_torchscript_is_refused_with_the_way_to_an_eager_model(where):
+    """A scripted model (or layer) used to fail inside the tracer ("register_forward_pre_hook is not supported")."""
+    mlp = TinyMLP().eval()
+    model = torch.jit.script(mlp) if where == "model" else nn.Sequential(torch.jit.script(mlp), nn.ReLU())
+    match = "the model is a TorchScript" if where == "model" else "layer '0' of the model is a TorchScript"
+    for call in (lambda: shrink.compress(model, X), lambda: shrink.analyze(model, X)):
+        with pytest.raises(shrink.ShrinkTypeError, match=f"{match}.*load_state_dict"):
+            call()
+
+
 def test_unknown_ignore_name_suggests_close_ones():
     with pytest.raises(shrink.ShrinkValueError, match="Did you mean 'layer1.0.conv1'"):
         shrink.compress(Residual(), torch.randn(1, 3, 8, 8), ignore=["layer1.0.conv"])

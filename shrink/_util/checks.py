@@ -42,6 +42,20 @@ def uncompiled(model):
     return model
 
 
+def eager(model: nn.Module) -> None:
+    """No TorchScript inside ``model``: shrink traces and cuts Python modules, not compiled ones."""
+    import torch.jit
+
+    found = next(((n, m) for n, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if found is not None:
+        name, m = found
+        what = "model" if not name else f"layer {name!r} of the model"
+        raise ShrinkTypeError(
+            f"the {what} is a TorchScript module ({type(m).__name__}, from torch.jit.script/trace/load): shrink "
+            "traces and cuts eager PyTorch modules. Build it from its Python class and copy the weights in "
+            "(`eager.load_state_dict(scripted.state_dict())`), then compress that.")
+
+
 def ignore_list(ignore) -> list:
     """``ignore=`` as a list: one module or name, or an iterable of them; None means nothing."""
     if ignore is None:

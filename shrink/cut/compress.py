@@ -223,6 +223,7 @@ def compress(
     check_options(ratio if ratio is not None else 0.5, scope, norm, reinit, round_to)
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    checks.eager(model)
     if reinit == "initial":
         check_initial_state(model, initial_state)
     checks.ignore_list(ignore)

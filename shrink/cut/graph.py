@@ -119,6 +119,7 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
     """
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    checks.eager(model)
     ignored = resolve_ignore(model, ignore) | hf_moe.kept_whole(model)
     # Bare parameters (an RMSNorm's scale, a router's weight) are traced on their own: they count too.
     ignored |= {p for m in list(ignored) for p in m.parameters(recurse=False)}

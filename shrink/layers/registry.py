@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (constants, csp, eva, glu, padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle,
-               split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, eva, glu, padding, position_bias, positional, recurrent, rows,
+               selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ FAMILIES: tuple[Family, ...] = (
            cut_heads=eva.cut_heads, finish=eva.finish),
     Family("cross stage split in equal halves by a stored size (CSPNet)", watch=csp.Halves, parts=csp.parts,
            finish=csp.finish),
+    Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
 )
 
 
