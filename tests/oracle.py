@@ -29,7 +29,11 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
             if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
                 block = modules[step.layer]
                 qkv = next((getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n)), None)
-                if qkv is None and isinstance(getattr(block, "kv", None), nn.Linear):
+                if qkv is None and isinstance(getattr(block, "qk", None), nn.Linear):
+                    # fused [q | k] and separate v (ConViT's GPSA)
+                    c = block.v.out_features
+                    parts = [(block.qk, [s * c + i for s in range(2) for i in step.removed]), (block.v, list(step.removed))]
+                elif qkv is None and isinstance(getattr(block, "kv", None), nn.Linear):
                     # separate q and fused kv (Twins' GSA without sr): q's rows, then k's and v's
                     c = block.q.out_features
                     parts = [(block.q, list(step.removed)), (block.kv, [s * c + i for s in range(2) for i in step.removed])]

@@ -13,6 +13,8 @@ reads C from its input, not from an attribute:
 - CaiT/XCiT ``ClassAttn``: separate ``q``, ``k``, ``v`` Linear layers [C, C] and
   ``reshape(B, N, num_heads, C // num_heads)`` (probed like the fused ones); CaiT's talking heads
   (``proj_l``, ``proj_w`` mix the heads) and XCiT's per-head temperature keep the head count too.
+- ConViT's ``GPSA``: fused ``qk`` [2C, C] laid out [q | k], separate ``v`` [C, C], both reshaped
+  with ``C // num_heads``; its per-head position scores and gates keep the head count.
 - Twins' ``GlobalSubSampleAttn`` and PVT's SRA: separate ``q`` and fused ``kv`` (and a strided
   ``sr`` conv whose output width is C), recognised by their layout (subsample_attention.py), not probed.
 
@@ -62,6 +64,7 @@ class TiedBlock:
             [C, C] and ``kv`` [2C, C]; None for a fused [q | k | v] layer.
         sr, norm: the spatial reduction before kv (a conv whose output width is C) and its LayerNorm.
         k, v: separate key and value projections [C, C] (CaiT's class attention; ``qkv`` is q), or None.
+            With ``v`` but no ``k`` (ConViT's GPSA), ``qkv`` is the fused [q | k] layer [2C, C].
     """
 
     name: str
@@ -77,8 +80,13 @@ class TiedBlock:
 
     @property
     def width(self) -> int:
-        fused = self.kv is None and self.v is None
-        return self.qkv.out_features // 3 if fused else self.qkv.out_features
+        if self.kv is None and self.v is None:
+            return self.qkv.out_features // 3
+        return self.qkv.out_features // 2 if self._fused_qk else self.qkv.out_features
+
+    @property
+    def _fused_qk(self) -> bool:
+        return self.v is not None and self.k is None
 
     def layers(self) -> list[nn.Module]:
         """The layers whose rows the block cuts itself (never roots of a width group)."""
@@ -87,6 +95,8 @@ class TiedBlock:
     def head_rows(self, dims) -> list[tuple[nn.Linear, list[int]]]:
         """The rows holding head dims ``dims`` (h * head_dim + d), per layer: q, k and v."""
         c = self.width
+        if self._fused_qk:
+            return [(self.qkv, [s * c + i for s in range(2) for i in dims]), (self.v, list(dims))]
         if self.v is not None:
             return [(m, list(dims)) for m in (self.qkv, self.k, self.v)]
         if self.kv is not None:
@@ -119,7 +129,7 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
         return TiedBlock(name, module, q, proj, module.num_heads, kv, sr, norm)
     qkv, proj, heads = _find(module, _QKV), _find(module, _OUT), _find(module, _HEADS)
     if qkv is None:
-        return _separate(name, module, proj, heads, cut)
+        return _qk_and_v(name, module, proj, heads, cut) or _separate(name, module, proj, heads, cut)
     if type(qkv) is not nn.Linear or not isinstance(proj, nn.Linear) or not isinstance(heads, int):
         return None
     if not cut and proj.out_features != qkv.in_features:
@@ -145,6 +155,21 @@ def _separate(name: str, module: nn.Module, proj, heads, cut: bool) -> TiedBlock
     if not cut and not (q.in_features == c == proj.out_features):
         return None  # heads x head_dim is the input width, and proj writes it back
     return TiedBlock(name, module, q, proj, heads, k=k, v=v)
+
+
+def _qk_and_v(name: str, module: nn.Module, proj, heads, cut: bool) -> TiedBlock | None:
+    """A block with fused ``qk`` [2C, C] and separate ``v`` [C, C] read from the input width (ConViT's GPSA)."""
+    qk, v = getattr(module, "qk", None), getattr(module, "v", None)
+    if type(qk) is not nn.Linear or type(v) is not nn.Linear or not isinstance(proj, nn.Linear):
+        return None
+    if not isinstance(heads, int) or isinstance(heads, bool):
+        return None
+    c = v.out_features
+    if qk.out_features != 2 * c or proj.in_features != c or c % heads or qk.in_features != v.in_features:
+        return None
+    if not cut and not (v.in_features == c == proj.out_features):
+        return None
+    return TiedBlock(name, module, qk, proj, heads, v=v)
 
 
 # Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
@@ -270,6 +295,9 @@ def own_layers(model: nn.Module) -> list[nn.Module]:
 def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
     """[heads, head_dim]: Lp norm of each head dim's q, k and v rows taken together."""
     h, d = block.num_heads, block.head_dim
+    if block._fused_qk:
+        total = block.qkv.weight.detach().float().abs().pow(p).view(2, h, d, -1).sum(dim=(0, 3))
+        return (total + block.v.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)).pow(1.0 / p)
     if block.v is not None:
         return sum(m.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)
                    for m in (block.qkv, block.k, block.v)).pow(1.0 / p)
