@@ -67,6 +67,27 @@ class _Seen:
             self.recent, self.count = [], 0
 
 
+class ChannelsLastMerge:
+    """Index mapping of a reshape that merges positions into the channel dim, channels innermost.
+
+    Swin's patch merging: ``x.reshape(B, H/2, 2, W/2, 2, C).permute(...).flatten(3)`` makes
+    [B, H/2, W/2, 4C] where channel c of the 2x2 patch's k-th pixel sits at ``k * C + c``.
+    torch-pruning maps only 2-d and 4-d reshapes, so it left this one as identity, and the layer
+    after it lost C/2 of its 4C inputs instead of 4 x C/2 ("mat1 and mat2 shapes cannot be
+    multiplied (1024x192 and 336x96)"). Forward: c -> {k*C + c}; reverse: i -> i % C.
+    """
+
+    def __init__(self, width: int, stride: int, reverse: bool = False) -> None:
+        self.width, self.stride, self.reverse = width, stride, reverse
+
+    def __call__(self, idxs):
+        if self.reverse:
+            found = {(i.idx % self.width, i.root_idx) for i in idxs}
+            return [_helpers._HybridIndex(idx=i, root_idx=r) for i, r in sorted(found, key=lambda t: (t[0], t[1] or -1))]
+        return [_helpers._HybridIndex(idx=k * self.width + i.idx, root_idx=i.root_idx)
+                for i in idxs for k in range(self.stride)]
+
+
 def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
     """torch-pruning's index ``mapping`` applied to positions, an (n, 2) array of (index, root index).
 
@@ -92,6 +113,12 @@ def _mapped(mapping, pos: np.ndarray) -> np.ndarray:
             return pos[:0]
         expanded = (idx[:, None] * stride + np.arange(stride)).reshape(-1)
         return np.stack([expanded, np.repeat(root, stride)], 1)
+    if kind is ChannelsLastMerge:
+        if mapping.reverse:
+            codes = np.unique((idx % mapping.width) * _CODE + (root + 1))
+            return np.stack([codes // _CODE, codes % _CODE - 1], 1)
+        expanded = (idx[:, None] + mapping.width * np.arange(mapping.stride)).reshape(-1)
+        return np.stack([expanded, np.repeat(root, mapping.stride)], 1)
     if kind in (index_mapping._ConcatIndexMapping, index_mapping._SplitIndexMapping):
         lo, hi = mapping.offset[0], mapping.offset[1]
         if mapping.reverse == (kind is index_mapping._ConcatIndexMapping):  # into one part: keep what falls in it
@@ -127,6 +154,8 @@ def _expanded(mapping, count: int) -> int:
     """How many positions ``mapping`` makes of ``count`` (a flatten multiplies them by its stride)."""
     if isinstance(mapping, index_mapping._FlattenIndexMapping) and not mapping.reverse:
         return count * mapping._stride
+    if isinstance(mapping, ChannelsLastMerge) and not mapping.reverse:
+        return count * mapping.stride
     return count
 
 
@@ -173,6 +202,8 @@ class Graph(tp.DependencyGraph):
         self._mapped_widths = widths
         for node in self.module2node.values():
             shapes = self.view_shapes.get(node.grad_fn) if node.type == ops.OPTYPE.RESHAPE else None
+            if shapes and shapes[0] and shapes[1] and shapes[0][-1] != shapes[1][-1]:
+                self._channels_last_merge(node, *shapes)
             if not shapes or not shapes[0] or not shapes[1] or shapes[0][-1] != shapes[1][-1]:
                 continue
             width = shapes[0][-1]
@@ -185,6 +216,34 @@ class Graph(tp.DependencyGraph):
                     if {dep.source, dep.target} == {node, other} and isinstance(
                             dep.index_mapping[0], index_mapping._FlattenIndexMapping):
                         dep.index_mapping[0] = None
+
+    def _channels_last_merge(self, node, before: tuple, after: tuple) -> None:
+        """Map a reshape that merges trailing positions into the last (channel) dim (`ChannelsLastMerge`)."""
+        width = before[-1]
+        if len(before) < 3 or after[-1] % width or after[-1] == width or before[1] == width:
+            return  # not a merge into the last dim, or the channels may as well be dim 1 (a conv map)
+        j = len(after) - 1
+        if tuple(before[:j]) != tuple(after[:j]) or int(np.prod(before[j:])) != after[-1]:
+            return
+        if not any(shape_infer.infer_out_channels_recursively(self, source, [0]) == width for source in node.inputs):
+            return
+        stride = after[-1] // width
+        for source in node.inputs:
+            for dep in node.dependencies:
+                if dep.target == source:
+                    dep.index_mapping[0] = ChannelsLastMerge(width, stride, reverse=True)
+            for dep in source.dependencies:
+                if dep.target == node:
+                    dep.index_mapping[0] = ChannelsLastMerge(width, stride)
+        # A reshape right after it that no forward recorded (a Linear's own [..., 4C] -> [N, 4C]):
+        # torch-pruning, counting C channels upstream of it, took that one for the flatten.
+        for reader in node.outputs:
+            if reader.type != ops.OPTYPE.RESHAPE or reader.grad_fn in self.view_shapes:
+                continue
+            for dep in (*reader.dependencies, *node.dependencies):
+                if {dep.source, dep.target} == {node, reader} and isinstance(
+                        dep.index_mapping[0], index_mapping._FlattenIndexMapping):
+                    dep.index_mapping[0] = None
 
     def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         """torch-pruning's get_all_groups, going on past oversized roots."""
