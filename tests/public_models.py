@@ -1,7 +1,7 @@
 """Model code copied from public repositories, assembled into small models (issue 9).
 
 The layers live in tests/public/, each file copied unchanged from its repository (the first lines
-name the repository, path and commit). This file only builds them at toy sizes, the way their
+name the repository, path and commit; convnext.py defines the two timm helpers it imported). This file only builds them at toy sizes, the way their
 repositories' own model files do, with the wrapper copied where there is one. Code under GPL or
 AGPL (Pytorch-UNet, YOLOv5) is not copied here; benchmarks/coverage_local.py notes how they fared.
 `MODELS` maps a name to ``(factory, example_inputs)``.
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from public.cifar_dpn import DPN
+from public.convnext import ConvNeXt
 from public.detr_transformer import Transformer
 from public.tcn import TemporalConvNet
 
@@ -118,26 +119,68 @@ class MLP(nn.Module):
         return x
 
 
-class DETRHead(nn.Module):
-    """DETR after its backbone (models/detr.py DETR.forward, written here without NestedTensor):
-    input_proj, the transformer with learned queries, class and box heads. The position
-    embedding is a learned parameter of the feature map's size (DETR's "learned" option)."""
+class NestedTensor:  # detr util/misc.py's NestedTensor, reduced to what the code below reads
+    def __init__(self, tensors, mask):
+        self.tensors, self.mask = tensors, mask
 
-    def __init__(self, in_channels=24, hidden_dim=32, num_queries=6, num_classes=5, hw=(4, 4)):
+    def decompose(self):
+        return self.tensors, self.mask
+
+
+# facebookresearch/detr@29901c5 models/position_encoding.py: PositionEmbeddingLearned, unchanged.
+class PositionEmbeddingLearned(nn.Module):
+    """
+    Absolute pos embedding, learned.
+    """
+    def __init__(self, num_pos_feats=256):
+        super().__init__()
+        self.row_embed = nn.Embedding(50, num_pos_feats)
+        self.col_embed = nn.Embedding(50, num_pos_feats)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.uniform_(self.row_embed.weight)
+        nn.init.uniform_(self.col_embed.weight)
+
+    def forward(self, tensor_list: NestedTensor):
+        x = tensor_list.tensors
+        h, w = x.shape[-2:]
+        i = torch.arange(w, device=x.device)
+        j = torch.arange(h, device=x.device)
+        x_emb = self.col_embed(i)
+        y_emb = self.row_embed(j)
+        pos = torch.cat([
+            x_emb.unsqueeze(0).repeat(h, 1, 1),
+            y_emb.unsqueeze(1).repeat(1, w, 1),
+        ], dim=-1).permute(2, 0, 1).unsqueeze(0).repeat(x.shape[0], 1, 1, 1)
+        return pos
+
+
+class DETRHead(nn.Module):
+    """DETR after its backbone: models/detr.py's DETR.__init__ and forward (aux_loss=False), with the
+    backbone's feature map as input and the learned position embedding (``--position_embedding
+    learned``) computed on it, as detr's Joiner does."""
+
+    def __init__(self, in_channels=24, hidden_dim=32, num_queries=6, num_classes=5):
         super().__init__()
         self.transformer = Transformer(d_model=hidden_dim, nhead=4, num_encoder_layers=2, num_decoder_layers=2,
                                        dim_feedforward=64, dropout=0.0)
-        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
-        self.pos = nn.Parameter(torch.randn(1, hidden_dim, *hw))
+        self.position_embedding = PositionEmbeddingLearned(hidden_dim // 2)
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
 
     def forward(self, features):
         mask = torch.zeros(features.shape[0], *features.shape[2:], dtype=torch.bool, device=features.device)
-        pos = self.pos.expand(features.shape[0], -1, -1, -1)
-        hs = self.transformer(self.input_proj(features), mask, self.query_embed.weight, pos)[0]
-        return self.class_embed(hs[-1]), self.bbox_embed(hs[-1]).sigmoid()
+        src, mask = NestedTensor(features, mask).decompose()
+        pos = self.position_embedding(NestedTensor(src, mask)).to(src.dtype)
+        hs = self.transformer(self.input_proj(src), mask, self.query_embed.weight, pos)[0]
+
+        outputs_class = self.class_embed(hs)
+        outputs_coord = self.bbox_embed(hs).sigmoid()
+        out = {'pred_logits': outputs_class[-1], 'pred_boxes': outputs_coord[-1]}
+        return out
 
 
 def dpn_small():  # kuangliu/pytorch-cifar models/dpn.py's DPN at a small config (DPN26's shape, narrower)
@@ -159,4 +202,7 @@ MODELS = {
     "DETR transformer (facebookresearch/detr)": (DETRHead, lambda: torch.randn(2, 24, 4, 4)),
     "DPN (kuangliu/pytorch-cifar)": (dpn_small, lambda: torch.randn(1, 3, 32, 32)),
     "ViT (lucidrains/vit-pytorch)": (vit_lucidrains, lambda: torch.randn(2, 3, 16, 16)),
+    "ConvNeXt (facebookresearch/ConvNeXt)": (
+        lambda: ConvNeXt(depths=[1, 1, 2, 1], dims=[16, 32, 64, 128], num_classes=10, layer_scale_init_value=0.5),
+        lambda: torch.randn(1, 3, 32, 32)),
 }

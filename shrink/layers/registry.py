@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, eva, glu, padding, position_bias, positional, recurrent, rows,
-               selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, eva, glu, norm_shape, padding, position_bias, positional, recurrent,
+               rows, selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("cross stage split in equal halves by a stored size (CSPNet)", watch=csp.Halves, parts=csp.parts,
            finish=csp.finish),
     Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
+    Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
 )
 
 
