@@ -1,4 +1,5 @@
-"""Coverage on every architecture buildable here: shrink.zoo, the real-code fixtures, Hugging Face families.
+"""Coverage on every architecture buildable here: shrink.zoo, the real-code fixtures, the code copied from
+public repositories (tests/public_models.py), Hugging Face families.
 
 Each model is compressed with default settings. Recorded: whether it compresses, runs and keeps
 its output shapes; params removed; which groups compress kept whole itself (healing: a cut that
@@ -28,6 +29,7 @@ def _models():
     import torch
 
     import hf_models
+    import public_models
     import real_models
     from shrink import zoo
 
@@ -40,6 +42,8 @@ def _models():
         lambda: torch.randint(0, 1000, (1, 32), generator=g)
     for k, (build, inputs) in real_models.PATTERNS.items():
         yield f"pattern {k}: {build.__name__}", build, inputs
+    for name, (build, inputs) in public_models.MODELS.items():  # code copied unchanged from public repositories
+        yield f"public: {name}", build, inputs
     for name, (build, inputs) in hf_models.FAMILIES.items():
         yield f"hf.{name}", build, inputs
 

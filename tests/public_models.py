@@ -9,12 +9,15 @@ AGPL (Pytorch-UNet, YOLOv5) is not copied here; benchmarks/coverage_local.py not
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
 from public.cifar_dpn import DPN
 from public.convnext import ConvNeXt
 from public.detr_transformer import Transformer
+from public.hifigan_models import Generator as HifiGenerator
 from public.tcn import TemporalConvNet
 
 
@@ -183,6 +186,12 @@ class DETRHead(nn.Module):
         return out
 
 
+def hifigan_small():  # jik876/hifi-gan: its config_v1.json's layout (resblock "1"), narrower and shorter
+    h = SimpleNamespace(resblock="1", upsample_rates=[4, 2], upsample_kernel_sizes=[8, 4], upsample_initial_channel=32,
+                        resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]])
+    return HifiGenerator(h)
+
+
 def dpn_small():  # kuangliu/pytorch-cifar models/dpn.py's DPN at a small config (DPN26's shape, narrower)
     cfg = {'in_planes': (32, 32, 64, 64), 'out_planes': (16, 32, 48, 64), 'num_blocks': (2, 2, 2, 2),
            'dense_depth': (4, 8, 8, 16)}
@@ -202,6 +211,7 @@ MODELS = {
     "DETR transformer (facebookresearch/detr)": (DETRHead, lambda: torch.randn(2, 24, 4, 4)),
     "DPN (kuangliu/pytorch-cifar)": (dpn_small, lambda: torch.randn(1, 3, 32, 32)),
     "ViT (lucidrains/vit-pytorch)": (vit_lucidrains, lambda: torch.randn(2, 3, 16, 16)),
+    "HiFi-GAN generator (jik876/hifi-gan)": (hifigan_small, lambda: torch.randn(1, 80, 12)),
     "ConvNeXt (facebookresearch/ConvNeXt)": (
         lambda: ConvNeXt(depths=[1, 1, 2, 1], dims=[16, 32, 64, 128], num_classes=10, layer_scale_init_value=0.5),
         lambda: torch.randn(1, 3, 32, 32)),

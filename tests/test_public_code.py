@@ -22,11 +22,11 @@ LEAST_REMOVED = {
     "TCN word model (locuslab/TCN)": 0.6,  # weight norm: 0 before layers/weight_norm.py
     "TCN, tied weights (locuslab/TCN)": 0.5,  # the embedding tied to the decoder keeps its width
     "DCGAN generator (pytorch/examples)": 0.6,  # ConvTranspose2d weights are [in, out, k, k]
-    # d_model stays whole: the decoder reads `self.query_embed.weight` directly (not through the
-    # Embedding's forward), which the tracer does not cut; heads and FFN widths are cut.
-    "DETR transformer (facebookresearch/detr)": 0.15,
+    # d_model: the decoder reads `self.query_embed.weight` directly and starts from zeros_like (20% before)
+    "DETR transformer (facebookresearch/detr)": 0.6,
     # Each block's conv3 stays whole: the forward slices at a stored width (d = self.out_planes).
     "DPN (kuangliu/pytorch-cifar)": 0.4,
+    "HiFi-GAN generator (jik876/hifi-gan)": 0.5,  # weight norm on Conv1d and ConvTranspose1d
     "ConvNeXt (facebookresearch/ConvNeXt)": 0.65,  # its LayerNorm's normalized_shape (38% before norm_shape.py)
     "ViT (lucidrains/vit-pytorch)": 0.6,  # einops rearrange for heads and patches
 }

@@ -70,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
-    Family("widths fixed by a constant", op_reason=constants.op_reason),
+    Family("widths fixed by a constant", op_reason=constants.op_reason, watch=constants.Shaped),
     Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
            shared_heads=position_bias.shared_key),
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
