@@ -19,12 +19,14 @@ from shrink._util import inputs as _inputs
 # take about 3/4 of the weights of a layer cut on both sides; less where groups stay whole for a
 # reason the test names.
 LEAST_REMOVED = {
-    "TCN word model (locuslab/TCN)": 0.6,  # weight norm: 0 before layers/weight_norm.py
+    "TCN word model (locuslab/TCN)": 0.6,  # weight norm (layers/parametrized.py)
     "TCN, tied weights (locuslab/TCN)": 0.5,  # the embedding tied to the decoder keeps its width
     "DCGAN generator (pytorch/examples)": 0.6,  # ConvTranspose2d weights are [in, out, k, k]
     # d_model: the decoder reads `self.query_embed.weight` directly and starts from zeros_like (20% before)
     "DETR transformer (facebookresearch/detr)": 0.6,
-    # Each block's conv3 stays whole: the forward slices at a stored width (d = self.out_planes).
+    # Each dual-path block's conv3 group stays whole ("could not be ranked"): torch-pruning infers a
+    # negative width for the concatenation after the first block's slices and maps no offsets, and
+    # a cut would also need the stored slice width d = self.out_planes updated (not done).
     "DPN (kuangliu/pytorch-cifar)": 0.4,
     "HiFi-GAN generator (jik876/hifi-gan)": 0.5,  # weight norm on Conv1d and ConvTranspose1d
     "ConvNeXt (facebookresearch/ConvNeXt)": 0.65,  # its LayerNorm's normalized_shape (38% before norm_shape.py)
