@@ -213,6 +213,6 @@ MODELS = {
     "ViT (lucidrains/vit-pytorch)": (vit_lucidrains, lambda: torch.randn(2, 3, 16, 16)),
     "HiFi-GAN generator (jik876/hifi-gan)": (hifigan_small, lambda: torch.randn(1, 80, 12)),
     "ConvNeXt (facebookresearch/ConvNeXt)": (
-        lambda: ConvNeXt(depths=[1, 1, 2, 1], dims=[16, 32, 64, 128], num_classes=10, layer_scale_init_value=0.5),
+        lambda: ConvNeXt(depths=[1, 1, 1, 1], dims=[8, 16, 32, 64], num_classes=10, layer_scale_init_value=0.5),
         lambda: torch.randn(1, 3, 32, 32)),
 }
