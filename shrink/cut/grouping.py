@@ -20,6 +20,7 @@ from numbers import Number
 
 import numpy as np
 import torch_pruning as tp
+from torch import nn
 from torch_pruning import _helpers, ops
 from torch_pruning.dependency import index_mapping, shape_infer
 from torch_pruning.dependency.dependency import Dependency
@@ -168,6 +169,37 @@ class Graph(tp.DependencyGraph):
 
     oversized: list[GroupTooLarge]
     view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape), as recorded in the forward
+
+    def build_dependency(self, model, example_inputs, forward_fn=None, output_transform=None, **kwargs):
+        """torch-pruning's build_dependency; embedding tables read directly are also cut (`_direct_tables`)."""
+        ran: set = set()
+        hooks = [m.register_forward_pre_hook(lambda m, _: ran.add(m)) for m in model.modules()
+                 if isinstance(m, nn.Embedding)]
+
+        def forward(m, x):
+            try:
+                out = forward_fn(m, x) if forward_fn is not None else m(x)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            self._direct_tables(model, ran)
+            return out
+
+        return super().build_dependency(model, example_inputs, forward_fn=forward, output_transform=output_transform,
+                                        **kwargs)
+
+    def _direct_tables(self, model: nn.Module, ran: set) -> None:
+        """Embedding tables the forward reads as ``self.query_embed.weight`` (DETR's object queries), never
+        calling the Embedding: torch-pruning counts the weight as the module's and, with no call to
+        hook, leaves it out of the graph, so the width it is added to stays whole or breaks when cut.
+        Read that way, the table is a parameter whose columns are channels, like a ViT's class token.
+        """
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, nn.Embedding) and module not in ran and isinstance(weight, nn.Parameter) \
+                    and weight.requires_grad and all(weight is not p for p, _ in self.unwrapped_parameters):
+                self.unwrapped_parameters.append(_helpers.UnwrappedParameters(parameters=weight, pruning_dim=1))
+                self._param_to_name[weight] = f"{name}.weight"
 
     def set_concat_sizes(self, sizes: dict) -> None:
         """The widths each concatenation joined, as recorded in the forward (grad_fn -> widths).

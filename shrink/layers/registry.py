@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, eva, glu, padding, position_bias, positional, recurrent, rows,
-               selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, eva, glu, norm_shape, padding, position_bias, positional, recurrent,
+               rows, selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
-    Family("widths fixed by a constant", op_reason=constants.op_reason),
+    Family("widths fixed by a constant", op_reason=constants.op_reason, watch=constants.Shaped),
     Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
            shared_heads=position_bias.shared_key),
     Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
@@ -81,6 +81,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("cross stage split in equal halves by a stored size (CSPNet)", watch=csp.Halves, parts=csp.parts,
            finish=csp.finish),
     Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
+    Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
 )
 
 
