@@ -16,6 +16,7 @@ torch-pruning would: one item per (layer, pruning function), indices in the orde
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from numbers import Number
 
 import numpy as np
@@ -130,6 +131,32 @@ def _expanded(mapping, count: int) -> int:
     return count
 
 
+@contextmanager
+def _concats_of_unknown_width():
+    """torch-pruning's concat mapping, leaving alone a concat whose parts' widths cannot be inferred.
+
+    torch-pruning sums the widths it infers for a concat's parts before it checks them for None, so
+    a concat of tensors that no layer produced at a known width raises TypeError (RAFT's
+    correlation lookup: ``cat([grid_sample(...).view(b, h, w, -1), ...], dim=-1)``, in the model's
+    own forward, where no black box can hold it). Its own code leaves such a concat unmapped a line
+    later: that is done here before the sum.
+    """
+    original = index_mapping.update_concat_index_mapping
+
+    def update(graph, node) -> None:
+        if node.type == ops.OPTYPE.CONCAT:
+            sizes = node.module.concat_sizes or [shape_infer.infer_channels_between(graph, n, node) for n in node.inputs]
+            if None in sizes:
+                return
+        original(graph, node)
+
+    index_mapping.update_concat_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_concat_index_mapping = original
+
+
 class Graph(tp.DependencyGraph):
     """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches.
 
@@ -169,7 +196,8 @@ class Graph(tp.DependencyGraph):
         widths = tuple(t.shape for t in (*self.model.parameters(), *self.model.buffers()))
         if getattr(self, "_mapped_widths", None) == widths:
             return  # nothing was cut since the last update: the mappings stand (healing trials re-group often)
-        index_mapping.update_index_mapping(self)
+        with _concats_of_unknown_width():
+            index_mapping.update_index_mapping(self)
         self._mapped_widths = widths
         for node in self.module2node.values():
             shapes = self.view_shapes.get(node.grad_fn) if node.type == ops.OPTYPE.RESHAPE else None
@@ -185,6 +213,10 @@ class Graph(tp.DependencyGraph):
                     if {dep.source, dep.target} == {node, other} and isinstance(
                             dep.index_mapping[0], index_mapping._FlattenIndexMapping):
                         dep.index_mapping[0] = None
+
+    def build_dependency(self, *args, **kwargs):
+        with _concats_of_unknown_width():
+            return super().build_dependency(*args, **kwargs)
 
     def get_all_groups(self, ignored_layers=(), root_module_types=(ops.TORCH_CONV, ops.TORCH_LINEAR)):
         """torch-pruning's get_all_groups, going on past oversized roots."""

@@ -1,0 +1,19 @@
+"""Patterns of torchvision's models (benchmarks/coverage_torchvision.py), as fixtures: each compresses and matches the oracle."""
+
+from __future__ import annotations
+
+import torch
+
+import shrink
+from oracle import assert_matches_oracle
+from tv_models import RaftLookup
+
+
+def test_raft_correlation_lookup_concat_of_unknown_width():
+    # torch-pruning summed the unknown widths of the lookup's concat (TypeError) in the model's own forward
+    model = RaftLookup().eval()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(1, 3, 32, 32, generator=g), torch.randn(1, 3, 32, 32, generator=g))
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.flow_head[0].out_channels == 8 and result.model.convf1.out_channels == 4
+    assert_matches_oracle(model, result, x)
