@@ -47,14 +47,14 @@ def _inputs(name: str, task: str):
         return torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128)
     if task == "detection":
         return ([torch.rand(3, 320, 320)],)
+    if task == "segmentation":
+        return torch.randn(1, 3, 224, 224)
     crop = M.get_model_weights(name).DEFAULT.transforms().crop_size[0]
     if task == "video":
         # 3D ResNets run on 8 frames at 112; S3D, MViT and Swin3D need 16 frames (S3D's and MViT's pooling and
         # position embeddings fix the clip size), at their own crop size
         frames = 8 if name in ("r3d_18", "mc3_18", "r2plus1d_18") else 16
         return torch.randn(1, 3, frames, crop, crop)
-    if task == "segmentation":
-        return torch.randn(1, 3, 224, 224)
     return torch.randn(1, 3, crop, crop)
 
 

@@ -157,6 +157,28 @@ def _concats_of_unknown_width():
         index_mapping.update_concat_index_mapping = original
 
 
+def _slices_positions(graph, node) -> bool:
+    """A slice over another dimension than the channels, which torch-pruning maps as a channel slice.
+
+    torch-pruning takes a slice of dimension 1 of a 4-d tensor (any dimension of a 5-d one) for a
+    slice of the channels. In channels-last maps that is a slice of rows: torchvision's Swin merges
+    patches with ``x[..., 0::2, 0::2, :]`` on [B, H, W, C], and the cut then removed every other
+    channel's index from the wrong places. When the producer's width is known and the sliced
+    dimension has another size, the slice keeps every channel where it is.
+    """
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    dim = getattr(node.grad_fn, "_saved_dim", None)
+    if not sizes or dim is None:
+        return False
+    if dim >= 1 << 63:  # a negative dimension, saved unsigned
+        dim -= 1 << 64
+    if not -len(sizes) <= dim < len(sizes):
+        return False
+    widths = {shape_infer.infer_out_channels_recursively(graph, source, [0]) for source in node.inputs}
+    widths.discard(None)
+    return len(widths) == 1 and int(sizes[dim]) not in widths
+
+
 class Graph(tp.DependencyGraph):
     """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches.
 
@@ -213,6 +235,13 @@ class Graph(tp.DependencyGraph):
                     if {dep.source, dep.target} == {node, other} and isinstance(
                             dep.index_mapping[0], index_mapping._FlattenIndexMapping):
                         dep.index_mapping[0] = None
+        for node in self.module2node.values():
+            if node.type == ops.OPTYPE.SLICE and _slices_positions(self, node):
+                for other in node.inputs:
+                    for dep in (*node.dependencies, *other.dependencies):
+                        if {dep.source, dep.target} == {node, other} and isinstance(
+                                dep.index_mapping[0], index_mapping._SliceIndexMapping):
+                            dep.index_mapping[0] = None
 
     def build_dependency(self, *args, **kwargs):
         with _concats_of_unknown_width():
