@@ -51,10 +51,11 @@ def _inputs(name: str, task: str):
         return torch.randn(1, 3, 224, 224)
     crop = M.get_model_weights(name).DEFAULT.transforms().crop_size[0]
     if task == "video":
-        # 3D ResNets run on 8 frames at 112; S3D, MViT and Swin3D need 16 frames (S3D's and MViT's pooling and
-        # position embeddings fix the clip size), at their own crop size
-        frames = 8 if name in ("r3d_18", "mc3_18", "r2plus1d_18") else 16
-        return torch.randn(1, 3, frames, crop, crop)
+        # 8 frames at 112 where the model allows it (3D ResNets, Swin3D); S3D's pooling and MViT's stride and
+        # position tables need 16 frames at their own crop size (224)
+        if name.startswith(("s3d", "mvit")):
+            return torch.randn(1, 3, 16, crop, crop)
+        return torch.randn(1, 3, 8, 112, 112)
     return torch.randn(1, 3, crop, crop)
 
 
@@ -101,7 +102,7 @@ def main() -> None:
     info = machine()
     info["torchvision"] = torchvision.__version__
     info["inputs"] = ("classification 1x3xCROPxCROP (CROP of the default weights: 224, 299 Inception, 232/224...), "
-                      "segmentation 1x3x224x224, video 1x3x8x112x112 (3D ResNets) or 1x3x16xCROPxCROP, "
+                      "segmentation 1x3x224x224, video 1x3x8x112x112 (3D ResNets, Swin3D) or 1x3x16x224x224 (S3D, MViT), "
                       "optical flow two 1x3x128x128, detection one 3x320x320 image")
     sweep(__file__, {n: n for n in names}, args, parser, info, "coverage_torchvision", _write_tv)
 

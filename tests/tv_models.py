@@ -240,3 +240,83 @@ class TorchvisionSwin(nn.Module):
     def forward(self, x):
         x = self.permute(self.norm(self.features(x)))
         return self.head(torch.flatten(self.avgpool(x), 1))
+
+
+# MaxViT: torchvision/models/maxvit.py (RelativePositionalMultiHeadAttention, WindowPartition, PartitionAttentionLayer).
+# Fused ``to_qkv`` chunked in three, heads reshaped with the stored ``head_dim`` and merged back to the *input*
+# width D, ``merge`` projection, k scaled by a stored ``scale_factor`` of the input width.
+class RelativePositionalMultiHeadAttention(nn.Module):
+    def __init__(self, feat_dim, head_dim, max_seq_len):
+        super().__init__()
+        self.n_heads = feat_dim // head_dim
+        self.head_dim = head_dim
+        self.size = int(math.sqrt(max_seq_len))
+        self.max_seq_len = max_seq_len
+        self.to_qkv = nn.Linear(feat_dim, self.n_heads * self.head_dim * 3)
+        self.scale_factor = feat_dim**-0.5
+        self.merge = nn.Linear(self.head_dim * self.n_heads, feat_dim)
+        self.relative_position_bias_table = nn.Parameter(0.02 * torch.randn((2 * self.size - 1) ** 2, self.n_heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(self.size), torch.arange(self.size), indexing="ij"))
+        flat = torch.flatten(coords, 1)
+        rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
+        rel[:, :, 0] += self.size - 1
+        rel[:, :, 1] += self.size - 1
+        rel[:, :, 0] *= 2 * self.size - 1
+        self.register_buffer("relative_position_index", rel.sum(-1))
+
+    def forward(self, x):
+        B, G, P, D = x.shape
+        H, DH = self.n_heads, self.head_dim
+        q, k, v = torch.chunk(self.to_qkv(x), 3, dim=-1)
+        q = q.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        v = v.reshape(B, G, P, H, DH).permute(0, 1, 3, 2, 4)
+        k = k * self.scale_factor
+        dot_prod = torch.einsum("B G H I D, B G H J D -> B G H I J", q, k)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(self.max_seq_len, self.max_seq_len, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        dot_prod = F.softmax(dot_prod + bias, dim=-1)
+        out = torch.einsum("B G H I J, B G H J D -> B G H I D", dot_prod, v)
+        return self.merge(out.permute(0, 1, 3, 2, 4).reshape(B, G, P, D))
+
+
+class PartitionAttentionLayer(nn.Module):
+    def __init__(self, in_channels, head_dim, partition_size, partition_type, grid_size):
+        super().__init__()
+        n_partitions = grid_size[0] // partition_size
+        self.p = partition_size if partition_type == "window" else n_partitions
+        self.grid_size = grid_size
+        self.swap = partition_type == "grid"
+        self.attn_layer = nn.Sequential(nn.LayerNorm(in_channels),
+                                        RelativePositionalMultiHeadAttention(in_channels, head_dim, partition_size**2))
+        self.mlp_layer = nn.Sequential(nn.LayerNorm(in_channels), nn.Linear(in_channels, 4 * in_channels), nn.GELU(),
+                                       nn.Linear(4 * in_channels, in_channels))
+
+    def forward(self, x):
+        gh, gw = self.grid_size[0] // self.p, self.grid_size[1] // self.p
+        B, C, H, W = x.shape
+        P = self.p
+        x = x.reshape(B, C, H // P, P, W // P, P).permute(0, 2, 4, 3, 5, 1).reshape(B, (H // P) * (W // P), P * P, C)
+        if self.swap:
+            x = torch.swapaxes(x, -2, -3)
+        x = x + self.attn_layer(x)
+        x = x + self.mlp_layer(x)
+        if self.swap:
+            x = torch.swapaxes(x, -2, -3)
+        B, G, PP, C = x.shape
+        x = x.reshape(B, gh, gw, P, P, C).permute(0, 5, 1, 3, 2, 4)
+        return x.reshape(B, C, gh * P, gw * P)
+
+
+class TorchvisionMaxViT(nn.Module):
+    """torchvision's MaxViT, reduced: a conv stem, one window and one grid attention layer, pool and classifier."""
+
+    def __init__(self, dim=16, head_dim=8, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 3, stride=2, padding=1), nn.BatchNorm2d(dim), nn.GELU())
+        self.layers = nn.Sequential(PartitionAttentionLayer(dim, head_dim, 4, "window", (8, 8)),
+                                    PartitionAttentionLayer(dim, head_dim, 4, "grid", (8, 8)))
+        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(dim), nn.Linear(dim, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.layers(self.stem(x)))

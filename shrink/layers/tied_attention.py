@@ -44,8 +44,8 @@ from torch.overrides import TorchFunctionMode
 
 from . import eva, subsample_attention
 
-_QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
-_OUT = ("proj", "c_proj", "out_proj", "o_proj")
+_QKV = ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv")  # to_qkv, merge: torchvision's MaxViT
+_OUT = ("proj", "c_proj", "out_proj", "o_proj", "merge")
 _HEADS = ("num_heads", "n_head", "n_heads", "heads")
 _WIDTH = ("n_embd", "embed_dim", "dim", "attn_dim")  # attributes equal to C that a forward may read as a size (timm: attn_dim)
 
@@ -349,8 +349,10 @@ def _scale_is_computed(module: nn.Module) -> bool:
 
     nanoGPT computes it from ``k.size(-1)``; timm stores ``scale`` but with ``fused_attn`` (its
     default) calls ``scaled_dot_product_attention`` without it, which uses the new head_dim.
+    torchvision's MaxViT stores ``scale_factor`` (from its input width) and multiplies k by it.
     """
-    return not isinstance(getattr(module, "scale", None), float) or getattr(module, "fused_attn", False) is True
+    scale = getattr(module, "scale", getattr(module, "scale_factor", None))
+    return not isinstance(scale, float) or getattr(module, "fused_attn", False) is True
 
 
 def cut_dims(block: TiedBlock, removed: list[int]) -> None:
