@@ -50,6 +50,8 @@ class Routed:
         layer = self.layers.get(id(weight))
         if layer is None or id(layer) in self.running or bias is not None and bias.shape != (weight.shape[0],):
             return self.original(input, weight, bias)
+        if bias is not None and layer.bias is None:  # biases of its own (BEiT): tied_attention.py traces those
+            return self.original(input, weight, bias)
         self.routed += 1
         if bias is layer.bias:
             return layer(input)

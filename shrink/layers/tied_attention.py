@@ -204,6 +204,9 @@ def _bias_parts(module: nn.Module) -> list[str]:
     return [n for n in _BIASES if isinstance(getattr(module, n, None), torch.Tensor)]
 
 
+_LINEAR = F.linear  # the function itself: functional_linear.py swaps F.linear while tracing
+
+
 class _QkvAsLayer(TorchFunctionMode):
     """While tracing: ``F.linear`` on a fused qkv layer's weight (BEiT passes ``qkv.weight`` with its own
     biases) runs as that layer plus the bias, so the graph sees the layer and its input width."""
@@ -214,7 +217,7 @@ class _QkvAsLayer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear and self.layers:
+        if func is _LINEAR and self.layers:
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             layer = self.layers.get(id(weight))
             if layer is not None:
