@@ -72,28 +72,44 @@ def families(timm) -> dict[str, str]:
     return {module: min(names, key=_size_rank) for module, names in sorted(by_module.items())}
 
 
-def _one(name: str) -> dict:
-    """Compress one timm model (runs in a subprocess)."""
+def _shapes(out):
+    """The output's structure with every tensor replaced by its shape (dicts, tuples and lists kept)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, dict):
+        return {k: _shapes(v) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return [_shapes(v) for v in out]
+    return type(out).__name__
+
+
+def compress_row(name: str, build, signature=_shapes) -> dict:
+    """Build ``(model, inputs)`` with ``build()``, run it dense, compress at ratio 0.5, and describe the result.
+
+    The output shapes must stay the same (compared as ``signature(output)``).
+
+    A model that cannot build or run dense here is "skipped" (with the reason): that is no failure of shrink.
+    """
     import warnings
 
     import torch
 
-    timm, _ = import_vision_libs()
     import shrink
 
     torch.manual_seed(0)
     torch.set_num_threads(int(os.environ.get("SHRINK_BENCH_THREADS", "2")))
     row: dict = {"model": name}
     try:
-        model = timm.create_model(name, pretrained=False).eval()
-        size = model.pretrained_cfg.get("input_size", (3, 224, 224))
-        x = torch.randn(1, *size)
+        model, x = build()
+        args = x if isinstance(x, tuple) else (x,)
         with torch.no_grad():
-            dense_out = model(x)
+            dense_out = model(*args)
     except Exception as exc:  # noqa: BLE001 - the dense model itself does not build/run here
-        row.update(status="skipped", error=f"dense model: {type(exc).__name__}: {str(exc)[:200]}")
+        row.update(status="skipped", error=f"dense model: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
         return row
-    row["input"] = "x".join(str(s) for s in x.shape)
+    row["input"] = str(_shapes(list(args)))[1:-1].replace(", ", "x").replace(")x(", ", ").replace("(", "").replace(")", "")
     start = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -104,9 +120,13 @@ def _one(name: str) -> dict:
                    error=f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
         return row
     row["seconds"] = round(time.perf_counter() - start, 2)
-    with torch.no_grad():
-        out = result.model(x)
-    shapes_ok = tuple(out.shape) == tuple(dense_out.shape)
+    try:
+        with torch.no_grad():
+            out = result.model(*args)
+        shapes_ok = signature(out) == signature(dense_out)
+    except Exception as exc:  # noqa: BLE001 - compress returned a model that does not run
+        row.update(status="error", error=f"the returned model fails: {type(exc).__name__}: {str(exc)[:200]}")
+        return row
     removed = 1 - result.after.params / result.before.params
     reasons: dict[str, int] = {}
     for reason in result.kept_whole.values():
@@ -124,34 +144,41 @@ def _one(name: str) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated family names")
+def _one(name: str) -> dict:
+    """Compress one timm model (runs in a subprocess)."""
+    import torch
+
+    def build():
+        timm, _ = import_vision_libs()
+        model = timm.create_model(name, pretrained=False).eval()
+        return model, torch.randn(1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
+
+    return compress_row(name, build)
+
+
+def arguments(description: str, unit: str = "family") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", help=f"comma-separated {unit} names")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--jobs", type=int, default=1, help="models compressed side by side (1 thread each if > 1)")
     parser.add_argument("--update", action="store_true",
-                        help="with --only: replace those families' rows in the committed table, keep the rest")
+                        help=f"with --only: replace those {unit} rows in the committed table, keep the rest")
     parser.add_argument("--one", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        print("ROW " + json.dumps(_one(args.one)))
-        return
-    timm, _ = import_vision_libs()
-    chosen = families(timm)
-    if args.only:
-        keep = set(args.only.split(","))
-        chosen = {k: v for k, v in chosen.items() if k in keep}
-    from _machine import machine
+    return parser
 
-    info = machine()
-    info["timm"] = timm.__version__
-    rows = []
+
+def sweep(script: str, chosen: dict[str, str], args, parser, info: dict, stem: str, write) -> None:
+    """Run ``script --one NAME`` for every ``{key: NAME}`` in a subprocess with a time limit, writing as rows come.
+
+    Rows carry ``family`` = key; with ``--update`` the other keys' rows are kept from results/STEM.json.
+    """
     out = HERE / "results"
     out.mkdir(exist_ok=True)
+    rows = []
     if args.update:
         if not args.only:
-            parser.error("--update needs --only FAMILY[,FAMILY]")
-        previous = json.loads((out / "coverage.json").read_text())
+            parser.error("--update needs --only NAME[,NAME]")
+        previous = json.loads((out / f"{stem}.json").read_text())
         rows = [r for r in previous["rows"] if r["family"] not in chosen]
         info["updated"] = f"{', '.join(sorted(chosen))} re-run later than the other rows (same machine)"
     env = {**os.environ, "SHRINK_BENCH_THREADS": "1" if args.jobs > 1 else "2"}
@@ -162,7 +189,7 @@ def main() -> None:
         family, name = item
         start = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+            proc = subprocess.run([sys.executable, script, "--one", name], capture_output=True, text=True,
                                   timeout=args.timeout, cwd=ROOT, env=env)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("ROW ")), None)
             row = json.loads(line[4:]) if line else {
@@ -180,38 +207,58 @@ def main() -> None:
             rows.append(row)
             print(f"{row['family']:28s} {row['status']:14s} {row.get('params_removed', '')!s:6s} "
                   f"{row.get('error', '')[:90]}", flush=True)
-            _write(sorted(rows, key=lambda r: r["family"]), info, out)
+            write(sorted(rows, key=lambda r: r["family"]), info, out)
 
 
-def _write(rows: list[dict], info: dict, out: Path) -> None:
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    if args.one:
+        print("ROW " + json.dumps(_one(args.one)))
+        return
+    timm, _ = import_vision_libs()
+    chosen = families(timm)
+    if args.only:
+        keep = set(args.only.split(","))
+        chosen = {k: v for k, v in chosen.items() if k in keep}
+    from _machine import machine
+
+    info = machine()
+    info["timm"] = timm.__version__
+    sweep(__file__, chosen, args, parser, info, "coverage", _write)
+
+
+def _write(rows: list[dict], info: dict, out: Path, *, stem: str = "coverage",
+           title: str = "one small model per timm family", first: str = "family", unit: str = "families") -> None:
     from _machine import header
 
     counted = [r for r in rows if r["status"] != "skipped"]
     ok = [r for r in counted if r["status"] == "ok"]
     third = [r for r in ok if r.get("params_removed", 0) >= 1 / 3]
-    (out / "coverage.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    (out / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     lines = [
-        "# Coverage: one small model per timm family, compress(ratio=0.5) at default settings",
+        f"# Coverage: {title}, compress(ratio=0.5) at default settings",
         "",
         header(info),
         "",
-        f"**{len(ok)} of {len(counted)}** families compress, run and keep their output shapes "
+        f"**{len(ok)} of {len(counted)}** {unit} compress, run and keep their output shapes "
         f"({len(rows) - len(counted)} skipped: the dense model does not build or run here); "
         f"{len(third)} of them lose at least a third of their parameters.",
         "",
-        "| family | model | status | params removed | MACs ÷ | groups kept whole (why) | black boxes | checked exact / shape only | compress s |",
+        f"| {first} | model | status | params removed | MACs ÷ | groups kept whole (why) | black boxes | checked exact / shape only | compress s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         why = "; ".join(f"{k} ×{n}" for k, n in sorted(r.get("kept_reasons", {}).items(), key=lambda kv: -kv[1]))
-        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"
+        word = "cannot run here" if r["status"] == "skipped" else r["status"]
+        status = word if r["status"] == "ok" else f"{word}: {r.get('error', '')}"
         lines.append(
-            f"| {r['family']} | {r['model']} | {status.replace('|', '/')} | "
+            f"| {r.get(first, '')} | {r['model']} | {status.replace('|', '/')} | "
             f"{r['params_removed']:.0%} | {r['macs_ratio']} | {r['kept_whole']}: {why.replace('|', '/')} | "
             f"{', '.join(r['black_boxes']) or '-'} | {r['exact']} / {r['shape_only']} | {r['seconds']} |"
             if r["status"] == "ok" else
-            f"| {r['family']} | {r['model']} | {status.replace('|', '/')} | | | | | | {r.get('seconds', '')} |")
-    (out / "coverage.md").write_text("\n".join(lines) + "\n")
+            f"| {r.get(first, '')} | {r['model']} | {status.replace('|', '/')} | | | | | | {r.get('seconds', '')} |")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

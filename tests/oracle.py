@@ -28,7 +28,7 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
         for step in plan.steps:
             if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
                 block = modules[step.layer]
-                qkv = next((getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj") if hasattr(block, n)), None)
+                qkv = next((getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv") if hasattr(block, n)), None)
                 if qkv is None and isinstance(getattr(block, "qk", None), nn.Linear):
                     # fused [q | k] and separate v (ConViT's GPSA)
                     c = block.v.out_features

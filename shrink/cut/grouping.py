@@ -16,6 +16,7 @@ torch-pruning would: one item per (layer, pruning function), indices in the orde
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from numbers import Number
 
 import numpy as np
@@ -160,6 +161,54 @@ def _expanded(mapping, count: int) -> int:
     return count
 
 
+@contextmanager
+def _concats_of_unknown_width():
+    """torch-pruning's concat mapping, leaving alone a concat whose parts' widths cannot be inferred.
+
+    torch-pruning sums the widths it infers for a concat's parts before it checks them for None, so
+    a concat of tensors that no layer produced at a known width raises TypeError (RAFT's
+    correlation lookup: ``cat([grid_sample(...).view(b, h, w, -1), ...], dim=-1)``, in the model's
+    own forward, where no black box can hold it). Its own code leaves such a concat unmapped a line
+    later: that is done here before the sum.
+    """
+    original = index_mapping.update_concat_index_mapping
+
+    def update(graph, node) -> None:
+        if node.type == ops.OPTYPE.CONCAT:
+            sizes = node.module.concat_sizes or [shape_infer.infer_channels_between(graph, n, node) for n in node.inputs]
+            if None in sizes:
+                return
+        original(graph, node)
+
+    index_mapping.update_concat_index_mapping = update
+    try:
+        yield
+    finally:
+        index_mapping.update_concat_index_mapping = original
+
+
+def _slices_positions(graph, node) -> bool:
+    """A slice over another dimension than the channels, which torch-pruning maps as a channel slice.
+
+    torch-pruning takes a slice of dimension 1 of a 4-d tensor (any dimension of a 5-d one) for a
+    slice of the channels. In channels-last maps that is a slice of rows: torchvision's Swin merges
+    patches with ``x[..., 0::2, 0::2, :]`` on [B, H, W, C], and the cut then removed every other
+    channel's index from the wrong places. When the producer's width is known and the sliced
+    dimension has another size, the slice keeps every channel where it is.
+    """
+    sizes = getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    dim = getattr(node.grad_fn, "_saved_dim", None)
+    if not sizes or dim is None:
+        return False
+    if dim >= 1 << 63:  # a negative dimension, saved unsigned
+        dim -= 1 << 64
+    if not -len(sizes) <= dim < len(sizes):
+        return False
+    widths = {shape_infer.infer_out_channels_recursively(graph, source, [0]) for source in node.inputs}
+    widths.discard(None)
+    return len(widths) == 1 and int(sizes[dim]) not in widths
+
+
 class Graph(tp.DependencyGraph):
     """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches.
 
@@ -171,7 +220,8 @@ class Graph(tp.DependencyGraph):
     view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape), as recorded in the forward
 
     def build_dependency(self, model, example_inputs, forward_fn=None, output_transform=None, **kwargs):
-        """torch-pruning's build_dependency; embedding tables read directly are also cut (`_direct_tables`)."""
+        """torch-pruning's build_dependency; embedding tables read directly are also cut (`_direct_tables`),
+        and a concat of parts of unknown width is left unmapped (`_concats_of_unknown_width`)."""
         ran: set = set()
         hooks = [m.register_forward_pre_hook(lambda m, _: ran.add(m)) for m in model.modules()
                  if isinstance(m, nn.Embedding)]
@@ -185,8 +235,9 @@ class Graph(tp.DependencyGraph):
             self._direct_tables(model, ran)
             return out
 
-        return super().build_dependency(model, example_inputs, forward_fn=forward, output_transform=output_transform,
-                                        **kwargs)
+        with _concats_of_unknown_width():  # RAFT's correlation lookup
+            return super().build_dependency(model, example_inputs, forward_fn=forward,
+                                            output_transform=output_transform, **kwargs)
 
     def _direct_tables(self, model: nn.Module, ran: set) -> None:
         """Embedding tables the forward reads as ``self.query_embed.weight`` (DETR's object queries), never
@@ -230,7 +281,8 @@ class Graph(tp.DependencyGraph):
         widths = tuple(t.shape for t in (*self.model.parameters(), *self.model.buffers()))
         if getattr(self, "_mapped_widths", None) == widths:
             return  # nothing was cut since the last update: the mappings stand (healing trials re-group often)
-        index_mapping.update_index_mapping(self)
+        with _concats_of_unknown_width():
+            index_mapping.update_index_mapping(self)
         self._mapped_widths = widths
         for node in self.module2node.values():
             shapes = self.view_shapes.get(node.grad_fn) if node.type == ops.OPTYPE.RESHAPE else None
@@ -248,6 +300,13 @@ class Graph(tp.DependencyGraph):
                     if {dep.source, dep.target} == {node, other} and isinstance(
                             dep.index_mapping[0], index_mapping._FlattenIndexMapping):
                         dep.index_mapping[0] = None
+        for node in self.module2node.values():
+            if node.type == ops.OPTYPE.SLICE and _slices_positions(self, node):
+                for other in node.inputs:
+                    for dep in (*node.dependencies, *other.dependencies):
+                        if {dep.source, dep.target} == {node, other} and isinstance(
+                                dep.index_mapping[0], index_mapping._SliceIndexMapping):
+                            dep.index_mapping[0] = None
 
     def _channels_last_merge(self, node, before: tuple, after: tuple) -> None:
         """Map a reshape that merges trailing positions into the last (channel) dim (`ChannelsLastMerge`)."""

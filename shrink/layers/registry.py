@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, eva, glu, norm_shape, padding, position_bias, positional, recurrent,
-               rows, selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, eva, functional_linear, glu, norm_shape, padding, position_bias,
+               positional, recurrent, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("Hugging Face Conv1D", pruners=rows.pruners),
+    Family("Linear weights passed to F.linear by the parent (torchvision's Swin)", watch=functional_linear.Routed),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
            fixed=recurrent.fixed_state),
     Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", watch=tied_attention.Probe,

@@ -76,17 +76,25 @@ _ANY_DIM = 100  # torch-pruning's bound: a saved dim above it is a negative dim 
 
 
 def _channel_split(node: _Node) -> bool:
-    """A split over the last dimension of a [B, N, C] activation (``dim=-1``): channels, not tokens."""
+    """A split over the last dimension of a [B, N, C] activation (``dim=-1``): channels, not tokens.
+
+    Also any concatenation over the last dimension: torchvision's Swin merges patches with
+    ``cat([x0, x1, x2, x3], -1)`` on [B, H, W, C] maps, and Swin V2's per-head ``logit_scale``
+    [heads, 1, 1] made torch-pruning take it for the ViT class-token concatenation (a 3-d parameter
+    upstream) and turn its mapping off: the cut then removed a quarter of the indices it should.
+    """
     fn = node.grad_fn
     sizes = getattr(fn, "_saved_self_sym_sizes", None)
     dim = getattr(fn, "_saved_dim", None)
-    if node.type != tp.ops.OPTYPE.SPLIT or sizes is None or dim is None or len(sizes) != 3:
+    if dim is None or dim < _ANY_DIM or (dim - (1 << 64)) != -1:
         return False
-    return dim >= _ANY_DIM and (dim - (1 << 64)) == -1
+    if node.type == tp.ops.OPTYPE.CONCAT:
+        return True
+    return node.type == tp.ops.OPTYPE.SPLIT and sizes is not None and len(sizes) == 3
 
 
 class _Mapping:
-    """``Node.enable_index_mapping`` while tracing: cannot be turned off for a channel split."""
+    """``Node.enable_index_mapping`` while tracing: cannot be turned off for a channel split or concatenation."""
 
     def __get__(self, node, owner=None):
         return self if node is None else node.__dict__.get("enable_index_mapping", True)

@@ -46,8 +46,8 @@ from torch.overrides import TorchFunctionMode
 
 from . import eva, subsample_attention
 
-_QKV = ("qkv", "c_attn", "Wqkv", "in_proj")
-_OUT = ("proj", "c_proj", "out_proj", "o_proj")
+_QKV = ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv")  # to_qkv, merge: torchvision's MaxViT
+_OUT = ("proj", "c_proj", "out_proj", "o_proj", "merge")
 _HEADS = ("num_heads", "n_head", "n_heads", "heads")
 _WIDTH = ("n_embd", "embed_dim", "dim", "attn_dim")  # attributes equal to C that a forward may read as a size (timm: attn_dim)
 
@@ -229,6 +229,9 @@ def _bias_parts(module: nn.Module) -> list[str]:
     return [n for n in _BIASES if isinstance(getattr(module, n, None), torch.Tensor)]
 
 
+_LINEAR = F.linear  # the function itself: functional_linear.py swaps F.linear while tracing
+
+
 class _QkvAsLayer(TorchFunctionMode):
     """While tracing: ``F.linear`` on a fused qkv layer's weight (BEiT passes ``qkv.weight`` with its own
     biases) runs as that layer plus the bias, so the graph sees the layer and its input width."""
@@ -239,7 +242,7 @@ class _QkvAsLayer(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear and self.layers:
+        if func is _LINEAR and self.layers:
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             layer = self.layers.get(id(weight))
             if layer is not None:
@@ -377,8 +380,10 @@ def _scale_is_computed(module: nn.Module) -> bool:
 
     nanoGPT computes it from ``k.size(-1)``; timm stores ``scale`` but with ``fused_attn`` (its
     default) calls ``scaled_dot_product_attention`` without it, which uses the new head_dim.
+    torchvision's MaxViT stores ``scale_factor`` (from its input width) and multiplies k by it.
     """
-    return not isinstance(getattr(module, "scale", None), float) or getattr(module, "fused_attn", False) is True
+    scale = getattr(module, "scale", getattr(module, "scale_factor", None))
+    return not isinstance(scale, float) or getattr(module, "fused_attn", False) is True
 
 
 def cut_dims(block: TiedBlock, removed: list[int]) -> None:
