@@ -138,11 +138,14 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
     trials = {"n": 1}
     reasons: dict[str, str] = {}
     started = time.monotonic()
+    best: list = []  # the passing trial that cut the most steps: what is returned if the trials run out
 
     def attempt(subset: list[Step]):
         trials["n"] += 1
         traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout, black_boxes=first.opaque)
         tracker, order, failure = trial(traced, subset, example_inputs, shapes)
+        if failure is None and subset and (not best or len(subset) > len(best[3])):
+            best[:] = [traced, tracker, order, list(subset)]
         return traced, tracker, order, failure
 
     def ok(subset: list[Step]) -> bool:
@@ -192,9 +195,17 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
             log.info("healed in %d trials (%.1f s): %d groups kept whole", trials["n"],
                      time.monotonic() - started, len(reasons))
             return _outcome(traced, order, tracker, reasons, trials["n"])
-    # Nothing that passes was found in the trials allowed: the uncut model, every planned step kept whole.
-    for s in remaining:
-        reasons.setdefault(label(s), "not cut: no passing combination was found within the trials allowed")
+    # The trials ran out: the largest combination that passed (each of its cuts is checked), else the
+    # uncut model; every other planned step is kept whole.
+    kept = best[3] if best else []
+    for s in steps:
+        if s in kept:
+            reasons.pop(label(s), None)
+        else:
+            reasons.setdefault(label(s), "not cut: no passing combination with it was found within the trials allowed")
+    if best:
+        log.info("healing ran out of trials; keeping the largest passing cut (%d of %d steps)", len(kept), len(steps))
+        return _outcome(best[0], best[2], best[1], reasons, trials["n"])
     traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout, black_boxes=first.opaque)
     return _outcome(traced, [], Tracker(), reasons, trials["n"])
 

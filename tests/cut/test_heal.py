@@ -31,6 +31,20 @@ def test_a_mis_traced_coupling_is_caught_and_kept_whole():
     assert result.plan.kept_whole["conv1"] == result.kept_whole["conv1"]
 
 
+def test_when_the_trials_run_out_the_largest_passing_cut_is_kept(monkeypatch):
+    """With the trials spent right after a passing one, compress used to return the uncut model
+    (CoaT: 0% removed after 64 trials); it keeps the largest combination that passed its checks."""
+    from shrink.cut import heal
+
+    monkeypatch.setattr(heal, "MAX_TRIALS", 4)
+    model, x = _model(), torch.randn(2, 3, 8, 8)
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.conv1.out_channels == 8  # the mis-traced group stays whole
+    assert result.model.conv2.out_channels == 8 and result.model.conv3.out_channels == 8
+    assert set(result.plan.checks["exact"]) == {"conv2", "conv3"} and "conv2" not in result.kept_whole
+    assert_matches_oracle(model, result, x)
+
+
 def test_strict_raises_naming_the_producing_layer():
     with pytest.raises(shrink.UnsupportedLayerError, match=r"ignore=\['conv1'\]") as info:
         shrink.compress(_model(), torch.randn(2, 3, 8, 8), ratio=0.5, strict=True)
