@@ -148,8 +148,6 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     Raises:
         PlanMismatchError: the plan or the weights do not fit ``base_model``.
     """
-    import copy
-
     checks.module(base_model, what="base_model")
     doc = read_plan_json(folder)
     plan = _read_plan(folder, doc)
