@@ -113,7 +113,9 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool, hint: str = "
             )
     if path.parent.is_dir():
         clean_stale(path.parent, path.name)
-    if path.exists() or path.is_symlink():
+    if kind == "folder" and _empty_folder(path):
+        pass  # what `mkdir out` made for us: written into, as Hugging Face's save_pretrained does
+    elif path.exists() or path.is_symlink():
         if not overwrite:
             raise ShrinkValueError(f"{str(path)!r} already exists; choose another {kind} or {hint} to replace it")
         is_dir = path.is_dir() and not path.is_symlink()
@@ -132,6 +134,15 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool, hint: str = "
         raise ShrinkValueError(f"cannot write {str(path)!r}: no permission to write in {str(existing)!r}; "
                                "choose a folder you can write to")
     return path
+
+
+def _empty_folder(path: Path) -> bool:
+    if not path.is_dir() or path.is_symlink():
+        return False
+    try:
+        return next(path.iterdir(), None) is None
+    except OSError:
+        return False
 
 
 def temp_dir(parent: Path, name: str) -> Path:
