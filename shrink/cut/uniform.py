@@ -102,6 +102,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         width = next(g.width for _, g, _ in kinds["hidden"])
         h = (block.units - counts[heads[0]]) * block.heads_per_unit
         counts["hidden"] = width - min(width, math.ceil((width - counts["hidden"]) / h) * h)
+    _follow_hidden(traced, kinds, counts, reasons)
     out = []
     for kind, members in kinds.items():
         for op, x, dim in members:
@@ -119,6 +120,22 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
     return out
+
+
+def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int], reasons: dict[str, str]) -> None:
+    """A task head's inner width that the config builds as the hidden size (BERT's pooler) loses as
+    many units as the hidden width, each layer ranking its own; the head's output stays whole."""
+    if not counts.get("hidden") or not hf_config.is_hf(traced.model):
+        return
+    width = next(g.width for _, g, _ in kinds["hidden"])
+    candidates = {k: [x.root_name for op, x, _ in members if op == "group"] for k, members in kinds.items()
+                  if k.split(":")[0] not in ("hidden", "ffn", "heads") and counts.get(k) == 0
+                  and all(op == "group" and x.width == width and not _whole(op, x) for op, x, _ in members)}
+    follows = hf_config.follow_hidden(traced.model, [n for names in candidates.values() for n in names])
+    for kind, names in candidates.items():
+        if names and all(n in follows for n in names):
+            counts[kind] = counts["hidden"]
+            reasons.pop(kind, None)
 
 
 def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> dict[str, int]:

@@ -32,7 +32,7 @@ FFN_IN = re.compile(
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
 # Config names of each measured width; "encoder."/"decoder." limit a name to that half of the model.
 FIELDS = {
-    "hidden": ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim"),
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim", "embedding_size"),
     "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
     "encoder.heads": ("encoder_attention_heads",),
     "decoder.heads": ("decoder_attention_heads",),
@@ -165,6 +165,43 @@ def expressible(model: nn.Module) -> set[str]:
     if ffn_ratio_field(model):
         kinds.add("ffn")
     return kinds
+
+
+def follow_hidden(model: nn.Module, names: list[str]) -> set[str]:
+    """Of the layers ``names``, those whose output width the config builds from the hidden size.
+
+    A classifier head's inner layer (BERT's ``pooler.dense``, DistilBERT's ``pre_classifier``,
+    RoBERTa's ``classifier.dense``) is ``Linear(hidden, hidden)`` in every config: after a cut of
+    the hidden width its output must be that wide too, though nothing in the graph couples it to
+    the residual stream. Found by building the model with the hidden size doubled (on the meta
+    device, no memory) and seeing whose rows double.
+    """
+    if not is_hf(model) or not names:
+        return set()
+    config = copy.deepcopy(model.config)
+    changed = False
+    for name in FIELDS["hidden"]:
+        value = vars(config).get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and name in ("hidden_size", "n_embd", "d_model",
+                                                                               "dim", "embed_dim"):
+            setattr(config, name, 2 * value)
+            changed = True
+    if not changed:
+        return set()
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(config)
+    except Exception:  # noqa: BLE001 - a config that rejects the doubled size says nothing either way
+        return set()
+    found = set()
+    for name in names:
+        try:
+            old, new = out_rows(model.get_submodule(name)), out_rows(fresh.get_submodule(name))
+        except AttributeError:
+            continue
+        if old is not None and new is not None and new.shape[0] == 2 * old.shape[0]:
+            found.add(name)
+    return found
 
 
 def ffn_ratio_field(model: nn.Module) -> str | None:

@@ -1,0 +1,53 @@
+"""Fine-tuned classifiers: a task head's inner width follows the hidden cut, the folder reads back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import shrink
+from hf_models import transformers as T
+
+_SIZES = dict(vocab_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=64, num_labels=3)
+
+
+def _bert():
+    return T.BertForSequenceClassification(T.BertConfig(hidden_size=32, **_SIZES))
+
+
+def _roberta():
+    return T.RobertaForSequenceClassification(T.RobertaConfig(hidden_size=32, pad_token_id=1, **_SIZES))
+
+
+def _distilbert():
+    return T.DistilBertForSequenceClassification(
+        T.DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
+                           num_labels=3))
+
+
+def _electra():  # embedding_size == hidden_size: no projection, the embeddings are the hidden width
+    return T.ElectraForSequenceClassification(T.ElectraConfig(hidden_size=32, embedding_size=32, **_SIZES))
+
+
+HEADS = {"bert": (_bert, "bert.pooler.dense"), "roberta": (_roberta, "classifier.dense"),
+         "distilbert": (_distilbert, "pre_classifier"), "electra": (_electra, "classifier.dense")}
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_a_sequence_classifier_compresses_saves_and_reloads_identical(name, tmp_path):
+    factory, inner = HEADS[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = {"input_ids": torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(1)),
+         "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.5 * result.before.params
+    head = result.model.get_submodule(inner)
+    hidden = result.model.config.hidden_size if name != "distilbert" else result.model.config.dim
+    assert head.out_features == head.in_features == hidden < 32  # followed the hidden cut
+    loaded = T.AutoModelForSequenceClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
+    with torch.no_grad():
+        want, got = result.model(**x).logits, loaded.eval()(**x).logits
+    assert want.shape == (2, 3)  # the head's outputs are never narrowed
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
