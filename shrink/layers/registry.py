@@ -35,8 +35,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, eva, functional_linear, glu, norm_shape, padding, position_bias,
-               positional, recurrent, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, padding,
+               position_bias, positional, recurrent, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ FAMILIES: tuple[Family, ...] = (
            finish=csp.finish),
     Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
     Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
+    Family("token embeddings scaled by sqrt(hidden) (Gemma)", finish=embed_scale.finish),
 )
 
 

@@ -59,3 +59,22 @@ def test_a_folder_with_files_in_it_is_still_refused_without_overwrite(tmp_path):
     assert (tmp_path / "o" / "notes.txt").read_text() == "mine"
     shrink.save_pretrained(result, tmp_path / "o", overwrite=True)
     assert not (tmp_path / "o" / "notes.txt").exists()
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma2"])
+def test_gemma_embedding_scale_is_folded_so_the_folder_reloads_identical(family, tmp_path):
+    # Gemma multiplies token embeddings by sqrt(hidden_size), a buffer rebuilt from the config:
+    # the cut folds old/new into the (tied) table and new/old into the final norm's 1 + weight.
+    config = transformers.AutoConfig.for_model(family, vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               head_dim=8, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    x = {"input_ids": torch.randint(3, 64, (1, 8), generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.config.hidden_size < 32 and result.model.config.tie_word_embeddings
+    embed = result.model.model.embed_tokens
+    assert float(embed.embed_scale) == pytest.approx(result.model.config.hidden_size ** 0.5)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-5)

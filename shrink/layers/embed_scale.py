@@ -1,0 +1,69 @@
+"""Token embeddings scaled by the square root of the hidden size, a value rebuilt from the config.
+
+What the family looks like: an ``nn.Embedding`` holding a non-persistent scalar buffer
+``embed_scale`` that its forward multiplies in (Gemma, Gemma 2 and 3's ``...ScaledWordEmbedding``;
+BART-style ``scale_embedding``). The config builds it as ``sqrt(hidden_size)``, so after a cut of
+the hidden width a folder saved and loaded back scales by the new width while the kept weights
+were trained for the old scale: the reloaded model computes something else (logits off by 1e-2).
+
+How to cut: as the tracer does; `finish` then moves the scale ratio into the weights, exactly:
+the embedding rows are multiplied by ``old / new`` and the buffer set to ``new``, so the residual
+stream is unchanged. Where the output head is tied to the same table (Gemma), the head would
+now read ``old / new`` times larger logits, and the norm feeding it is multiplied by ``new /
+old`` (a plain norm's weight and bias, or Gemma's ``1 + weight``). A head tied to a table whose
+norm cannot be found is left as it was; `save_pretrained`'s read-back then names the scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def finish(model: nn.Module) -> None:
+    """Fold each scaled embedding's change of scale into its weights (see the module docstring)."""
+    if not (hasattr(model, "config") and hasattr(model, "save_pretrained")):
+        return  # only a config rebuilds the scale; a plain module keeps its buffer as it is
+    for embedding in [m for m in model.modules() if isinstance(m, nn.Embedding)]:
+        scale = embedding._buffers.get("embed_scale")
+        if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+            continue
+        old, new = float(scale), math.sqrt(embedding.weight.shape[1])
+        if abs(old - 1.0) < 1e-6 or math.isclose(old, new, rel_tol=1e-6):
+            continue  # no scale (scale_embedding=False), or the hidden width was not cut
+        tied = [m for m in model.modules() if m is not embedding and getattr(m, "weight", None) is embedding.weight]
+        norm = _norm_before_head(model) if tied else None
+        if tied and (norm is None or not _scale_norm(norm, new / old)):
+            continue
+        with torch.no_grad():
+            embedding.weight.mul_(old / new)
+            scale.fill_(new)
+        if isinstance(getattr(embedding, "scalar_embed_scale", None), float):
+            embedding.scalar_embed_scale = new
+
+
+def _norm_before_head(model: nn.Module) -> nn.Module | None:
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layer_norm", None)
+    return norm if isinstance(getattr(norm, "weight", None), torch.Tensor) else None
+
+
+def _scale_norm(norm: nn.Module, factor: float) -> bool:
+    """Multiply ``norm``'s output by ``factor``; found by trying both weight forms on random input."""
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    x = torch.randn(4, weight.shape[0], generator=torch.Generator().manual_seed(0)).to(weight)
+    saved = (weight.detach().clone(), bias.detach().clone() if isinstance(bias, torch.Tensor) else None)
+    with torch.no_grad():
+        want = norm(x) * factor
+        for one_plus in (False, True):
+            weight.copy_((1 + saved[0]) * factor - 1 if one_plus else saved[0] * factor)
+            if saved[1] is not None:
+                bias.copy_(saved[1] * factor)
+            if torch.allclose(norm(x), want, rtol=1e-4, atol=1e-5):
+                return True
+        weight.copy_(saved[0])
+        if saved[1] is not None:
+            bias.copy_(saved[1])
+    return False
