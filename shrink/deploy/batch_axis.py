@@ -5,7 +5,9 @@ for the example ``a`` and another input ``b`` of the same shapes, running the mo
 ``b`` joined along ``d`` gives ``model(a)`` and ``model(b)`` joined along ``d`` in every output.
 Along a sequence axis that fails: attention and recurrence mix the positions. Dimension 0 is
 tried first (most models), then 1 (sequence-first models: ``nn.LSTM`` and
-``nn.TransformerEncoder`` without ``batch_first``, PyTorch's word-language model).
+``nn.TransformerEncoder`` without ``batch_first``, PyTorch's word-language model). An output
+that flattens the batch into another axis cannot be split and is left out of the check, as long
+as another output confirms the axis.
 """
 
 from __future__ import annotations
@@ -79,13 +81,27 @@ def independent_along(model: nn.Module, example_inputs, dim: int) -> bool:
         return False
     if not out_a or len(out_a) != len(out_ab):
         return False
+    confirmed = 0
     for a, b, ab in zip(out_a, out_b, out_ab):
+        if _merged(a, ab, dim):
+            continue  # batch flattened into another axis ((seq * batch, vocab)): cannot be split here
         if a.dim() <= dim or ab.shape[dim] != a.shape[dim] + b.shape[dim]:
             return False
         n = a.shape[dim]
         if not (_same(ab.narrow(dim, 0, n), a) and _same(ab.narrow(dim, n, b.shape[dim]), b)):
             return False
-    return True
+        confirmed += 1
+    return confirmed > 0
+
+
+def _merged(a: torch.Tensor, ab: torch.Tensor, dim: int) -> bool:
+    """The joined output grew along one dimension other than ``dim`` and kept ``dim``'s size: the
+    model flattened its batch into that axis (PyTorch's word-language model returns
+    ``decoded.view(-1, ntoken)`` of a sequence-first recurrence)."""
+    if a.dim() != ab.dim() or a.dim() <= dim or ab.shape[dim] != a.shape[dim]:
+        return False
+    grew = [d for d in range(a.dim()) if ab.shape[d] != a.shape[d]]
+    return len(grew) == 1 and grew[0] != dim and ab.shape[grew[0]] == 2 * a.shape[grew[0]]
 
 
 def find(model: nn.Module, example_inputs) -> int | None:

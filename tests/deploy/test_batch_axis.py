@@ -60,6 +60,39 @@ def test_word_language_model_tokens_seq_first(tmp_path):
         np.testing.assert_allclose(got, model(t4).numpy(), rtol=1e-4, atol=1e-5)
 
 
+class WordLanguageModelGRU(nn.Module):
+    """The example's RNNModel as it is written there: an initial hidden state (layers, batch, hidden)
+    passed in, and the decoded output flattened to (seq * batch, vocab) before log_softmax."""
+
+    def __init__(self, vocab=50, width=16, layers=2):
+        super().__init__()
+        self.vocab = vocab
+        self.encoder = nn.Embedding(vocab, width)
+        self.rnn = nn.GRU(width, width, layers)
+        self.decoder = nn.Linear(width, vocab)
+
+    def forward(self, tokens, hidden):
+        out, hidden = self.rnn(self.encoder(tokens), hidden)
+        decoded = self.decoder(out).view(-1, self.vocab)
+        return torch.log_softmax(decoded, dim=1), hidden
+
+
+def test_gru_with_its_hidden_state_and_a_flattened_output_exports_on_dimension_one(tmp_path):
+    torch.manual_seed(0)
+    model = WordLanguageModelGRU().eval()
+    example = (torch.randint(0, 50, (7, 2)), torch.zeros(2, 2, 16))
+    assert batch_axis.find(model, example) == 1  # joined along 0, the hidden state would gain layers
+    result = shrink.compress(model, example, ratio=0.5)
+    rep = shrink.export_onnx(result.model, example, tmp_path / "m.onnx")
+    assert rep.batch_sizes == (2, 4) and any("dimension 1" in n for n in rep.notes)
+    tokens, hidden = torch.randint(0, 50, (7, 5)), torch.randn(2, 5, 16)
+    got = _run_ort(tmp_path / "m.onnx", {rep.input_names[0]: tokens.numpy(), rep.input_names[1]: hidden.numpy()})
+    with torch.no_grad():
+        want = result.model(tokens, hidden)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_batch_first_models_keep_dimension_zero_without_a_note(tmp_path):
     torch.manual_seed(0)
     model = randomize_bn(ConvBN()).eval()
