@@ -244,8 +244,10 @@ def head_dim_follows_hidden(model: nn.Module) -> bool:
         return False
     blocks = find_blocks(model)
     sizes = measure(model, blocks)
-    if not blocks or len(sizes.get("hidden", ())) != 1:
+    if not blocks:
         return False
+    if len(sizes.get("hidden", ())) > 1:  # stages of several widths sharing one head count (MobileViT):
+        return getattr(model.config, "head_dim", None) is None  # tied unless the config states head_dim
     hidden = next(iter(sizes["hidden"]))
     config = copy.deepcopy(model.config)
     for name in FIELDS["hidden"]:

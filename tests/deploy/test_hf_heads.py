@@ -51,3 +51,19 @@ def test_a_sequence_classifier_compresses_saves_and_reloads_identical(name, tmp_
         want, got = result.model(**x).logits, loaded.eval()(**x).logits
     assert want.shape == (2, 3)  # the head's outputs are never narrowed
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mobilevit_stages_of_several_widths_keep_their_heads_and_save(tmp_path):
+    # One num_attention_heads for stages of widths 32/40/48: the head size is each stage's width /
+    # heads, so cutting heads without the width leaves a model no config describes (was refused).
+    config = T.MobileViTConfig(image_size=64, hidden_sizes=[32, 40, 48], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                               num_labels=3)
+    torch.manual_seed(0)
+    model = T.MobileViTForImageClassification(config).eval()
+    x = {"pixel_values": torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.9 * result.before.params
+    assert result.model.config.num_attention_heads == 4 and result.model.config.mlp_ratio < 2.0
+    loaded = T.AutoModelForImageClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-5)
