@@ -74,7 +74,6 @@ def save_pretrained(result, folder: str | os.PathLike, *, overwrite: bool = Fals
     _refuse_what_config_cannot_say(model)  # before any folder exists
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         write_into(result, tmp, source=source)
-        read_back(result, tmp)
     return Path(folder)
 
 
@@ -91,7 +90,8 @@ def _refuse_what_config_cannot_say(model) -> None:
 
 
 def write_into(result, folder: Path, *, source: str | os.PathLike | None = None) -> list[str]:
-    """The files of `save_pretrained`, written into an existing folder; returns the copied file names."""
+    """The files of `save_pretrained`, written into an existing folder and read back (`read_back`);
+    returns the copied file names."""
     model = result.model
     _refuse_what_config_cannot_say(model)
     source = Path(source) if source is not None else _source_folder(model)
@@ -108,7 +108,9 @@ def write_into(result, folder: Path, *, source: str | os.PathLike | None = None)
         "saved_as": "huggingface",
     }
     (folder / PLAN).write_text(json.dumps(doc, indent=1))
-    log.info("wrote Hugging Face folder %s (%d tokenizer/processor files copied)", folder, len(copied))
+    read_back(result, folder)
+    log.info("wrote Hugging Face folder %s (%d tokenizer/processor files copied), read back identical",
+             folder, len(copied))
     return copied
 
 
