@@ -67,6 +67,21 @@ def run(model: nn.Module, example_inputs: ExampleInputs) -> Any:
         ) from exc
 
 
+def to(example_inputs: ExampleInputs, device, dtype: torch.dtype | None = None) -> ExampleInputs:
+    """The same inputs on ``device`` (float tensors also cast to ``dtype`` when given)."""
+    args, kwargs = call_args(example_inputs)
+
+    def one(t):
+        if not isinstance(t, torch.Tensor):
+            return t
+        t = t.to(device)
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    if kwargs:
+        return {k: one(v) for k, v in kwargs.items()}
+    return tuple(one(a) for a in args)
+
+
 def requiring_grad(example_inputs: ExampleInputs) -> ExampleInputs:
     """The same inputs, float tensors replaced by detached copies that require grad."""
     args, kwargs = call_args(example_inputs)

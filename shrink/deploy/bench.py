@@ -184,20 +184,6 @@ def _row(model, runtime, device, batch, threads, times) -> BenchRow:
                     batch / (mean / 1e3), len(times), spread=p90 / p50 if p50 > 0 else float("nan"))
 
 
-def _to(inputs, device, dtype=None):
-    args, kwargs = _inputs.call_args(inputs)
-
-    def one(t):
-        if not isinstance(t, torch.Tensor):
-            return t
-        t = t.to(device)
-        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
-
-    if kwargs:
-        return {k: one(v) for k, v in kwargs.items()}
-    return tuple(one(a) for a in args)
-
-
 def _torch_call(model, inputs, runtime, device):
     """A no-argument call running the model once (on a private copy), or the reason it cannot run."""
     if runtime == "torch-fp16" and device != "cuda":
@@ -207,7 +193,7 @@ def _torch_call(model, inputs, runtime, device):
     m = clone(model).to(device).eval()
     if dtype is not None:
         m = m.to(dtype)
-    args, kwargs = _inputs.call_args(_to(inputs, device, dtype))
+    args, kwargs = _inputs.call_args(_inputs.to(inputs, device, dtype))
 
     def call():
         with torch.inference_mode():

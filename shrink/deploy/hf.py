@@ -134,7 +134,7 @@ def read_back(result, folder: Path) -> None:
     example = _varied_ids(_inputs.from_spec(result.plan.inputs), model.config)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        want = _inputs.flatten_outputs(_inputs.run(model, _on(example, device)))
+        want = _inputs.flatten_outputs(_inputs.run(model, _inputs.to(example, device)))
         got = _inputs.flatten_outputs(_inputs.run(loaded, example))
     differs = [name for name, w in want.items()
                if name not in got or got[name].shape != w.shape or not _close(got[name], w.detach().cpu())]
@@ -172,12 +172,6 @@ def _varied_ids(example, config):
     return {k: torch.randint(0, vocab, v.shape, generator=generator, dtype=v.dtype)
             if k.endswith("input_ids") and isinstance(v, torch.Tensor) and not v.is_floating_point() else v
             for k, v in example.items()}
-
-
-def _on(example, device):
-    if isinstance(example, dict):
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in example.items()}
-    return tuple(v.to(device) if isinstance(v, torch.Tensor) else v for v in example)
 
 
 def _what_differs(model, loaded) -> list[str]:
