@@ -179,15 +179,12 @@ def follow_hidden(model: nn.Module, names: list[str]) -> set[str]:
     if not is_hf(model) or not names:
         return set()
     config = copy.deepcopy(model.config)
-    changed = False
-    for name in FIELDS["hidden"]:
-        value = vars(config).get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and name in ("hidden_size", "n_embd", "d_model",
-                                                                               "dim", "embed_dim"):
-            setattr(config, name, 2 * value)
-            changed = True
-    if not changed:
+    sizes = {name: vars(config).get(name) for name in ("hidden_size", "n_embd", "d_model", "dim", "embed_dim")}
+    sizes = {name: v for name, v in sizes.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if not sizes:
         return set()
+    for name, value in sizes.items():
+        setattr(config, name, 2 * value)
     try:
         with torch.device("meta"):
             fresh = type(model)(config)
