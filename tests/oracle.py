@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from shrink._util import inputs as _inputs
+from shrink.cut.kinds import HeadDimCut
 from shrink.layers import recurrent
 
 
@@ -26,7 +27,7 @@ def masked_reference(original: nn.Module, plan) -> nn.Module:
     modules = dict(ref.named_modules())
     with torch.no_grad():
         for step in plan.steps:
-            if step.op == "head_dims":  # the cut dims of every head: their q, k and v rows
+            if isinstance(step.kind, HeadDimCut):  # the cut dims of every head: their q, k and v rows
                 block = modules[step.layer]
                 qkv = next((getattr(block, n) for n in ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv") if hasattr(block, n)), None)
                 if qkv is None and isinstance(getattr(block, "qk", None), nn.Linear):

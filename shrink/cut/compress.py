@@ -14,7 +14,7 @@ from .._util.clone import clone
 from .._util import checks
 from .._util import snapshot
 from .._util import inputs as _inputs
-from . import graph, heal, select
+from . import graph, heal, layout, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
@@ -243,6 +243,7 @@ def compress(
     # caller's model unless inplace=True).
     backup = clone(model) if inplace else None
     work = model if inplace else clone(model)
+    layout_before = layout.record(work)  # on the copy that is cut: objects it holds are compared by identity
     before, outputs = count(work, example_inputs, return_outputs=True)
     shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
     if isinstance(ratio, Mapping):
@@ -307,6 +308,7 @@ def compress(
         kept_whole=dict(sorted(kept_whole.items())),
         checks={"exact": sorted(outcome.exact), "shape_only": sorted(outcome.shape_only),
                 "black_boxes": dict(sorted(traced.opaque.items())), "trials": outcome.trials},
+        layout=layout.describe(layout_before, work),
     )
     log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
     return Result(model=work, plan=plan, before=before, after=after, kept_whole=dict(sorted(kept_whole.items())))

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..layers import hf_moe
 from .graph import resolve_ignore
+from .kinds import EXPERTS
 from .plan import Step
 from .select import ratio_for
 
@@ -27,7 +28,7 @@ def expert_steps(model: nn.Module, *, ratio, p: int, ignore=()) -> list[Step]:
         r = ratio_for({name, name.rsplit(".", 1)[0]}, ratio)
         count = math.floor(r * hf_moe.width(experts) + 1e-9)
         if count:
-            steps.append(Step("experts", name, "experts", hf_moe.choose(experts, count, p)))
+            steps.append(EXPERTS.step(name, hf_moe.choose(experts, count, p)))
     return steps
 
 
@@ -41,4 +42,4 @@ def equal_counts(model: nn.Module, steps: list[Step], *, p: int) -> list[Step]:
     # A block with no step was ignored or given ratio 0: every block keeps its width then.
     if count == 0 or len(lost) < len(blocks):
         return []
-    return [Step("experts", name, "experts", hf_moe.choose(experts, count, p)) for name, experts in blocks.items()]
+    return [EXPERTS.step(name, hf_moe.choose(experts, count, p)) for name, experts in blocks.items()]

@@ -34,6 +34,17 @@ _ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.LSTM, nn.Embedding)
 MAX_PASSES = 64  # traces of one model, each with the black boxes the previous ones found (the time budget still holds)
 
 
+@dataclass(frozen=True)
+class Member:
+    """One layer a group narrows: its qualified name, and ``dim``: "out" (its outputs) or "in" (its inputs)."""
+
+    name: str
+    dim: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.dim})"
+
+
 @dataclass
 class Group:
     """A set of coupled channels, as traced (internal; `GroupInfo` is its public summary)."""
@@ -45,8 +56,20 @@ class Group:
     width: int
     channel_groups: int
     kinds: tuple[str, ...]
-    members: tuple[str, ...]
+    parts: tuple[Member, ...]
     protected: str | None = None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The parts as shown to users: ``"name (out)"``."""
+        return tuple(str(m) for m in self.parts)
+
+    def has(self, name: str, dim: str) -> bool:
+        return Member(name, dim) in self.parts
+
+    def producers(self) -> set[str]:
+        """Layers whose outputs are this group's channels, and its root."""
+        return {m.name for m in self.parts if m.dim == "out"} | {self.root_name}
 
 
 @dataclass
@@ -224,7 +247,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                 raise _boxes.TraceFailure(dg.oversized[0], [], others=[
                     (e, _suspects(nodes, owners)) for e, nodes in (owned or found)])
             for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
-                if any(f"{names[b.qkv]} (in)" in group.members for b in traced.tied):
+                if any(group.has(names[b.qkv], "in") for b in traced.tied):
                     group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
             _protect_tied(dg, traced.groups)
             traced.kept = _kept_whole(model, traced, ignored)
@@ -324,7 +347,7 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_
         node, module = dep.target, dep.target.module
         is_out = dg.is_out_channel_pruning_fn(dep.handler)
         if isinstance(module, nn.Module) and names.get(module) is not None:
-            members.append(f"{names[module]} ({'out' if is_out else 'in'})")
+            members.append(Member(names[module], "out" if is_out else "in"))
         if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
             protected = protected or "model output"
         if isinstance(module, (nn.Module, nn.Parameter)) and module in ignored:
@@ -347,7 +370,7 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_
         width=int(width),
         channel_groups=channel_groups,
         kinds=tuple(sorted(kinds)),
-        members=tuple(members),
+        parts=tuple(members),
         protected=protected,
     )
 

@@ -53,8 +53,8 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
     the latter by label).
     """
     model, tracker = traced.model, Tracker()
-    loose = [s for s in steps if not verify.step_is_exact(traced, s)]
-    checked = [s for s in steps if verify.step_is_exact(traced, s)]
+    loose = [s for s in steps if not s.kind.exact(traced, s)]
+    checked = [s for s in steps if s.kind.exact(traced, s)]
     traced.checked = {label(s): (s in checked) for s in steps}
     order = loose + checked
     # Step 1: the cuts that cannot be checked exactly are made on both sides of the comparison.
@@ -212,16 +212,7 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
 
 def _touched(traced: graph.Traced, steps: list[Step]) -> dict[str, tuple[str, ...]]:
     """Layers each step cuts, by qualified name, read off the trace before any cut."""
-    touched: dict[str, tuple[str, ...]] = {}
-    for step in steps:
-        if step.op == "heads":
-            block = next((b for b in traced.blocks if b.name == step.layer), None)
-            layers = [step.layer] + ([traced.names[m] for m in (block.q, block.k, block.v, block.out)] if block else [])
-        else:
-            group = verify.find_group(traced, step)
-            layers = [m.rsplit(" (", 1)[0] for m in group.members] if group else [step.layer]
-        touched[label(step)] = tuple(layers)
-    return touched
+    return {label(step): step.kind.touched(traced, step) for step in steps}
 
 
 def _suspects(layer: str, remaining: list[Step], touched) -> list[Step]:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import nn
 
 from .._util import checks
 from .._util import snapshot
 from .._util.clone import clone
-from . import graph
+from . import graph, layout
 from .compress import Result, check_options, compress
 from ..errors import ShrinkValueError
 from .._util.hashing import state_hash
-from .plan import Plan, Step
+from .plan import Plan
 
 
 def _units(traced) -> dict[str, int]:
@@ -56,6 +57,7 @@ def compress_iteratively(
     source_sha256 = state_hash(model.state_dict())
     original = {name: _size_pair(m) for name, m in model.named_modules()}
     work = model if inplace else clone(model)
+    layout_before = layout.record(work)
     start = _units(graph.trace(work, example_inputs, ignore=ignore))
     all_steps, log, kept, before, kept_whole = [], [], {}, None, {}
     for k in range(1, steps + 1):
@@ -70,7 +72,7 @@ def compress_iteratively(
         result = compress(work, example_inputs, ratio=ratios or 0.0, norm=norm, ignore=ignore, round_to=round_to,
                           inplace=True)
         before = before or result.before
-        all_steps += [Step(s.op, s.layer, s.dim, s.removed, s.partner, round=k) for s in result.plan.steps]
+        all_steps += [replace(s, round=k) for s in result.plan.steps]
         kept = _compose(kept, result.plan.kept)
         kept_whole.update(result.kept_whole)  # groups a round kept whole (protected, or healed)
         if finetune is not None:
@@ -82,7 +84,8 @@ def compress_iteratively(
         log.append(entry)
     plan = Plan(tuple(all_steps), kept, _widths(original, kept), result.plan.inputs,
                 {**result.plan.settings, "ratio": ratio, "steps": steps}, source_sha256,
-                kept_whole=dict(sorted(kept_whole.items())), checks=result.plan.checks)
+                kept_whole=dict(sorted(kept_whole.items())), checks=result.plan.checks,
+                layout=layout.describe(layout_before, work))
     return Result(work, plan, before, result.after, kept_whole=dict(sorted(kept_whole.items()))), log
 
 

@@ -14,12 +14,11 @@ class Step:
     """One cut, in the order it was made.
 
     Attributes:
-        op: ``"group"`` (a coupled channel group, cut through the dependency graph), ``"heads"``
-            (whole attention heads, or key/value groups, cut inside one attention block),
-            ``"head_dims"`` (the same dims of every head of attention tied to its input width,
-            ``removed`` as ``head * head_dim + dim``; with Twins' ``sr``, its rows as ``C + row``:
-            layers/tied_attention.py), or ``"experts"`` (the FFN units of every expert of a mixture-of-experts
-            block, ``removed`` as ``expert * intermediate + unit``; layers/hf_moe.py).
+        op: the name of the step's kind (`kind`, cut/kinds.py): ``"group"`` (a coupled channel
+            group), ``"heads"`` (whole attention heads, or key/value groups), ``"head_dims"`` (the
+            same dims of every head of attention tied to its input width; with Twins' ``sr``, its
+            rows as ``C + row``) or ``"experts"`` (the FFN units of every expert of a
+            mixture-of-experts block).
         layer: the group's root layer, or the attention block, by qualified name.
         dim: ``"out"``/``"in"`` for a group's root; ``"heads"`` for a head cut.
         removed: indices removed, in the layer's coordinates at the time of the cut.
@@ -33,6 +32,13 @@ class Step:
     removed: tuple[int, ...]
     partner: str = ""
     round: int = 0
+
+    @property
+    def kind(self):
+        """The `kinds.CutKind` that cuts, checks and counts this step."""
+        from .kinds import of
+
+        return of(self.op)
 
     def to_dict(self) -> dict:
         d = {"op": self.op, "layer": self.layer, "dim": self.dim, "removed": list(self.removed)}
@@ -52,14 +58,11 @@ class Step:
         for key in ("op", "layer", "dim", "partner"):
             if not isinstance(d.get(key, ""), str):
                 raise PlanMismatchError(f"a plan step's {key!r} must be a string; found {_kind(d[key])}")
-        dims = {"group": ("out", "in"), "heads": ("heads",), "head_dims": ("head_dims",),
-                "experts": ("experts",)}
-        if d["op"] not in dims:
-            raise PlanMismatchError(f"unknown plan step {d['op']!r} (this shrink knows {sorted(dims)}); "
-                                    "the plan was written by another version of shrink")
-        if d["dim"] not in dims[d["op"]]:
-            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: dim must be one of {dims[d['op']]}; "
-                                    f"found {d['dim']!r}")
+        from .kinds import of
+
+        dims = of(d["op"]).dims
+        if d["dim"] not in dims:
+            raise PlanMismatchError(f"step {d['op']} {d['layer']!r}: dim must be one of {dims}; found {d['dim']!r}")
         removed = d["removed"]
         if not isinstance(removed, list) or not all(_index(i) for i in removed):
             bad = removed if not isinstance(removed, list) else next(i for i in removed if not _index(i))
@@ -91,6 +94,9 @@ class Plan:
         checks: how the cut was verified: ``exact`` (equal to the masked original on the example
             inputs), ``shape_only`` (runs and keeps output shapes; LayerNorm-style layers mix the
             cut channels), and the modules traced as black boxes.
+        layout: the tensors' new shapes and the attributes' new values (cut/layout.py), which `load`
+            gives a fresh model without tracing it; ``{"unavailable": why}`` where the cut changed
+            something no plain value describes (then `load` replays ``steps``).
     """
 
     steps: tuple[Step, ...]
@@ -101,6 +107,7 @@ class Plan:
     source_sha256: str = ""
     kept_whole: dict[str, str] = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
+    layout: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -113,6 +120,7 @@ class Plan:
             "kept": self.kept,
             "kept_whole": self.kept_whole,
             "checks": self.checks,
+            **({"layout": self.layout} if self.layout else {}),
         }
 
     @classmethod
@@ -127,7 +135,7 @@ class Plan:
             )
         if not isinstance(d.get("steps"), list):
             raise PlanMismatchError(f"a plan needs 'steps', a list of cuts; found {_kind(d.get('steps'))}")
-        for key in ("kept", "widths", "inputs", "settings"):
+        for key in ("kept", "widths", "inputs", "settings", "layout"):
             if not isinstance(d.get(key, {}), dict):
                 raise PlanMismatchError(f"a plan's {key!r} must be a JSON object; found {_kind(d[key])}")
         if not isinstance(d.get("source_sha256", ""), str):
@@ -141,6 +149,7 @@ class Plan:
             source_sha256=d.get("source_sha256", ""),
             kept_whole=d.get("kept_whole", {}),
             checks=d.get("checks", {}),
+            layout=d.get("layout", {}),
         )
 
 

@@ -20,6 +20,7 @@ import torch
 from ..layers import attention, tied_attention
 from . import units as _units
 from .graph import Group, Traced
+from .kinds import GROUP, HEAD_DIMS, HEADS
 from .plan import Step
 
 
@@ -54,11 +55,6 @@ def _lowest(scores: torch.Tensor, n: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def _member_names(group: Group) -> set[str]:
-    """Layers whose outputs are this group's channels (a per-layer ratio names a producer)."""
-    return {m.rsplit(" (", 1)[0] for m in group.members if m.endswith("(out)")} | {group.root_name}
-
-
 def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | None,
                 unranked: dict[str, str] | None = None) -> list[Step]:
     """Steps cutting the channel groups (everything but attention heads).
@@ -70,7 +66,7 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
     for group in traced.groups:
         if group.protected is not None or group.width % group.channel_groups:
             continue
-        r = ratio_for(_member_names(group), ratio)
+        r = ratio_for(group.producers(), ratio)  # a per-layer ratio names a producer
         if r <= 0:
             continue
         try:
@@ -85,8 +81,7 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
     removed = _tied_multiples(traced, pool, removed)
     dim = {True: "out", False: "in"}
     steps = [
-        Step("group", g.root_name, dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)],
-             _units.channels(traced, g, units))
+        GROUP.step(g.root_name, _units.channels(traced, g, units), dim=dim[traced.dg.is_out_channel_pruning_fn(g.pruning_fn)])
         for (g, _, _), units in zip(pool, removed)
         if units
     ]
@@ -97,9 +92,8 @@ def _tied_input(traced: Traced, pool) -> dict:
     """For each attention block tied to its input width: the pool entry holding that width."""
     found = {}
     for block in traced.tied:
-        member = f"{traced.names[block.qkv]} (in)"
         for i, (group, _, _) in enumerate(pool):
-            if member in group.members:
+            if group.has(traced.names[block.qkv], "in"):
                 found[block.name] = (block, i)
     return found
 
@@ -124,7 +118,7 @@ def _tied_steps(traced: Traced, pool, removed: list[list[int]], p: int) -> list[
         lost = len(_units.channels(traced, group, removed[i]))
         if lost:
             dims = tied_attention.to_remove(block, lost, p)
-            steps.append(Step("head_dims", block.name, "head_dims", tuple(dims), traced.names[block.proj]))
+            steps.append(HEAD_DIMS.step(block.name, dims, partner=traced.names[block.proj]))
     return steps
 
 
@@ -176,7 +170,7 @@ def head_steps(traced: Traced, *, ratio, scope: str, p: int) -> list[Step]:
     else:
         removed = _global([(_Units(), r, s) for _, r, s in pool], None)
     return [
-        Step("heads", block.name, "heads", tuple(units), traced.names[block.out])
+        HEADS.step(block.name, units, partner=traced.names[block.out])
         for (block, _, _), units in zip(pool, removed)
         if units
     ]

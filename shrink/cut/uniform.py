@@ -23,23 +23,16 @@ import re
 
 from ..layers import attention, hf_config, hf_moe
 from . import experts
-from . import units as _units
 from .graph import Traced
+from .kinds import EXPERTS, GROUP, HEADS, GroupCut
 from .plan import Step
 
 log = logging.getLogger(__name__)
 
 
-def _lowest(scores, n: int) -> tuple[int, ...]:
-    import torch
-
-    order = torch.argsort(scores, stable=True)
-    return tuple(sorted(order[:n].tolist()))
-
-
-def _group_kind(traced: Traced, group, q_names: set[str]) -> str:
-    names = {m.rsplit(" (", 1)[0] for m in group.members}
-    if any(f"{q} (in)" in group.members for q in q_names):
+def group_kind(traced: Traced, group, q_names: set[str]) -> str:
+    names = {m.name for m in group.parts}
+    if any(group.has(q, "in") for q in q_names):
         return "hidden"
     if any(hf_config.FFN_IN.search(n) or hf_config.FFN_FUSED.search(n) for n in names | {group.root_name}):
         return f"ffn:{group.width}"
@@ -53,16 +46,17 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     ``why``, when given, receives {group or block: reason} for each one a step cut before and
     uniform widths keep whole.
     """
-    removed = {(s.op, s.layer): s for s in steps}
+    removed = {(s.kind, s.layer): s for s in steps}
     reasons: dict[str, str] = {}
     say = "uniform=True (one width per kind for all layers)"
     # Step 1: every candidate (cut or not), by kind.
-    kinds = _kinds(traced)
+    kinds = candidates(traced)
     counts = {}
     can_say = hf_config.expressible(traced.model)
     for kind, members in kinds.items():
-        cut = [_removed_units(traced, op, x, removed.get((op, _name(traced, x)))) for op, x, _ in members]
-        fixed = any(_whole(op, x) for op, x, _ in members)
+        steps_of = [(cut, x, removed.get((cut, cut.name_of(x)))) for cut, x, _ in members]
+        cut = [0 if step is None else c.count(traced, x, step) for c, x, step in steps_of]
+        fixed = any(c.whole(x) for c, x, _ in members)
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
         counts[kind] = 0 if fixed or family not in can_say else math.floor(sum(cut) / len(cut))
         if fixed:
@@ -73,7 +67,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         # One config field per kind: a kind spread over several widths (Swin's stages) stays whole.
         for family in ("hidden", "ffn", "heads"):
             ks = [k for k in counts if k.split(":")[0] == family]
-            sizes = {x.units if op == "heads" else x.width for k in ks for op, x, _ in kinds[k]}
+            sizes = {c.size(x) for k in ks for c, x, _ in kinds[k]}
             if len(sizes) > 1 and family == "ffn" and hf_config.ffn_ratio_field(traced.model):
                 counts.update(_one_ratio(traced, {k: kinds[k] for k in ks}, counts))
             elif len(sizes) > 1:
@@ -105,20 +99,15 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     _follow_hidden(traced, kinds, counts, reasons)
     out = []
     for kind, members in kinds.items():
-        for op, x, dim in members:
+        for cut, x, dim in members:
             n = counts[kind]
             if n == 0:
-                if why is not None and (op, _name(traced, x)) in removed:
-                    why[_name(traced, x)] = reasons.get(kind, f"{say}: the mean count over its layers is 0")
+                if why is not None and (cut, cut.name_of(x)) in removed:
+                    why[cut.name_of(x)] = reasons.get(kind, f"{say}: the mean count over its layers is 0")
                 continue
-            if op == "heads":
-                units = _lowest(attention.unit_scores(x, p), n)
-                out.append(Step("heads", x.name, "heads", units, traced.names[x.out]))
-            else:
-                units = _lowest(_units.unit_scores(traced, x, p), n)
-                out.append(Step("group", x.root_name, dim, _units.channels(traced, x, list(units))))
+            out.append(cut.lowest(traced, x, dim, n, p))
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
-        out += experts.equal_counts(traced.model, [s for s in steps if s.op == "experts"], p=p)
+        out += experts.equal_counts(traced.model, [s for s in steps if s.kind is EXPERTS], p=p)
     return out
 
 
@@ -128,11 +117,11 @@ def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int
     if not counts.get("hidden") or not hf_config.is_hf(traced.model):
         return
     width = next(g.width for _, g, _ in kinds["hidden"])
-    candidates = {k: [x.root_name for op, x, _ in members if op == "group"] for k, members in kinds.items()
-                  if k.split(":")[0] not in ("hidden", "ffn", "heads") and counts.get(k) == 0
-                  and all(op == "group" and x.width == width and not _whole(op, x) for op, x, _ in members)}
-    follows = hf_config.follow_hidden(traced.model, [n for names in candidates.values() for n in names])
-    for kind, names in candidates.items():
+    widths = {k: [x.root_name for _, x, _ in members] for k, members in kinds.items()
+              if k.split(":")[0] not in ("hidden", "ffn", "heads") and counts.get(k) == 0
+              and all(isinstance(c, GroupCut) and x.width == width and not c.whole(x) for c, x, _ in members)}
+    follows = hf_config.follow_hidden(traced.model, [n for names in widths.values() for n in names])
+    for kind, names in widths.items():
         if names and all(n in follows for n in names):
             counts[kind] = counts["hidden"]
             reasons.pop(kind, None)
@@ -155,33 +144,16 @@ def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -
     return {k: u - max(1, int(ratio * w)) for k, (u, w) in widths.items()}
 
 
-def _kinds(traced: Traced) -> dict[str, list]:
-    """{kind: [(op, group or attention block, dim)]} over every candidate, cut or not."""
+def candidates(traced: Traced) -> dict[str, list]:
+    """{kind: [(cut kind, group or attention block, dim)]} over every candidate, cut or not."""
     q_names = {traced.names[b.q] for b in traced.blocks}
     kinds: dict[str, list] = {}
     for group in traced.groups:
         dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
-        kinds.setdefault(_group_kind(traced, group, q_names), []).append(("group", group, dim))
+        kinds.setdefault(group_kind(traced, group, q_names), []).append((GROUP, group, dim))
     for block in traced.blocks:
-        kinds.setdefault(f"heads:{block.units}", []).append(("heads", block, "heads"))
+        kinds.setdefault(f"heads:{block.units}", []).append((HEADS, block, "heads"))
     return kinds
-
-
-def _removed_units(traced: Traced, op: str, x, step: Step | None) -> int:
-    """Units a step removes: heads, or a group's units after the coupling (units.py)."""
-    if step is None:
-        return 0
-    return len(step.removed) if op == "heads" else _units.count(traced, x, step.removed)
-
-
-def _name(traced: Traced, x) -> str:
-    return x.name if isinstance(x, attention.AttentionBlock) else x.root_name
-
-
-def _whole(op: str, x) -> bool:
-    if op == "heads":
-        return bool(x.locked) or x.units <= 1
-    return x.protected is not None or x.width % x.channel_groups != 0
 
 
 # Uniform widths after self-healing (heal.py): healing keeps whole the groups whose cut breaks
@@ -191,7 +163,7 @@ def _whole(op: str, x) -> bool:
 
 def kinds_of(traced: Traced) -> dict[str, str]:
     """{step label (group root or attention block): kind}, read off the trace before any cut."""
-    kinds = {_name(traced, x): kind for kind, members in _kinds(traced).items() for _, x, _ in members}
+    kinds = {c.name_of(x): kind for kind, members in candidates(traced).items() for c, x, _ in members}
     return {**kinds, **{name: "experts" for name, _ in hf_moe.expert_blocks(traced.model)}}
 
 

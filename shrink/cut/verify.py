@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import attention, hf_moe, std_conv
+from ..layers import hf_moe, std_conv
 from ..layers.rows import is_hf_conv1d
 from .graph import Group, Traced
 from .plan import Step
@@ -85,43 +85,13 @@ def _known(module: nn.Module) -> bool:
     return False
 
 
-def step_is_exact(traced: Traced, step: Step) -> bool:
-    if step.op in ("heads", "experts"):
-        return True  # heads are independent (head_dim kept); an expert's unit is one down column
-    if step.op == "head_dims":
-        return False  # narrower heads rescale q·k (layers/tied_attention.py): not plain masking
-    group = find_group(traced, step)
-    if group is None or not exact(group):
-        return False
-    # A width that also narrows tied heads is cut together with their head_dims step.
-    tied_inputs = {f"{traced.names[b.qkv]} (in)" for b in getattr(traced, "tied", ())}
-    return not tied_inputs & set(group.members)
+def reads_channels(module: nn.Module) -> bool:
+    """Whether masking can zero the channels ``module`` reads (at dim 1, or the last dim)."""
+    return isinstance(module, _READS_DIM1) or _reads_last_dim(module)
 
 
 def find_group(traced: Traced, step: Step) -> Group | None:
     return next((g for g in traced.groups if g.root_name == step.layer), None)
-
-
-def _readouts(traced: Traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
-    """(consumer, input channels to zero) for one step, in the model's current coordinates."""
-    if step.op == "heads":
-        block = next(b for b in traced.blocks if b.name == step.layer)
-        out_cut = attention.cuts(block, list(step.removed))[-1]
-        return [(out_cut[0], list(out_cut[2]))]
-    modules = dict(traced.model.named_modules())
-    if step.op == "experts":  # zeroed inside the experts' stacked weights (see zeroed_readouts)
-        return [(modules[step.layer], list(step.removed))]
-    root = modules[step.layer]
-    pruner = traced.dg.get_pruner_of_module(root)
-    fn = pruner.prune_out_channels if step.dim == "out" else pruner.prune_in_channels
-    found = []
-    for item in traced.dg.get_pruning_group(root, fn, list(step.removed)):
-        module = item.dep.target.module
-        if not isinstance(module, nn.Module) or traced.dg.is_out_channel_pruning_fn(item.dep.handler):
-            continue
-        if isinstance(module, _READS_DIM1) or _reads_last_dim(module):
-            found.append((module, [int(i) for i in item.idxs]))
-    return found
 
 
 @contextmanager
@@ -164,7 +134,7 @@ def zeroed_readouts(readouts: list[tuple[nn.Module, list[int]]]) -> Iterator[Non
 
 def readouts(traced: Traced, steps: list[Step]) -> list[tuple[nn.Module, list[int]]]:
     """Every (consumer, input channels) the steps remove, for `zeroed_readouts`."""
-    return [r for step in steps for r in _readouts(traced, step)]
+    return [r for step in steps for r in step.kind.readouts(traced, step)]
 
 
 def compare(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]) -> Mismatch | None:

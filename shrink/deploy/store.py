@@ -13,7 +13,7 @@ from .._util.clone import clone
 from .._util.versions import __version__
 from .._util import checks, snapshot
 from .._util import inputs as _inputs
-from ..cut import graph
+from ..cut import graph, layout
 from .._util.atomic import atomic_folder
 from ..errors import PlanMismatchError, ShrinkError, ShrinkTypeError, ShrinkValueError
 from .._util.hashing import state_hash
@@ -22,6 +22,7 @@ from ..cut.plan import Plan
 from ..cut.surgery import Tracker, apply_steps
 
 WEIGHTS = "model.safetensors"
+VALUES = "values.safetensors"  # tensors outside the state dict whose values the cut changed (cut/layout.py)
 PLAN = "plan.json"
 MAX_PLAN_BYTES = 256 * 2**20  # kept indices of a 70B-parameter model take a few MB
 
@@ -70,10 +71,14 @@ def write_into(result, folder: Path, *, extra: dict | None = None) -> None:
 
     state = _plain_state(result.model)
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt", "shrink": __version__})
+    values = layout.value_tensors(result.plan.layout, result.model) if layout.usable(result.plan.layout) else {}
+    if values:
+        save_file(values, str(folder / VALUES), metadata={"format": "pt", "shrink": __version__})
     doc = {
         "shrink_version": __version__,
         "torch_version": torch.__version__,
         "weights_sha256": state_hash(state),
+        **({"values_sha256": state_hash(values)} if values else {}),
         "before": result.before.to_dict(),
         "after": result.after.to_dict(),
         **result.plan.to_dict(),
@@ -135,7 +140,11 @@ def _read_weights(path: Path) -> dict:
 
 
 def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """Replay a saved plan on a fresh un-pruned model and load the saved weights into it.
+    """Give a fresh un-pruned model the saved plan's layout, and load the saved weights into it.
+
+    The plan records every tensor's new shape and every attribute's new value (cut/layout.py), so
+    the model is not traced; plans written before shrink recorded layouts, or by cuts a layout
+    cannot describe, are replayed step by step on a trace of ``base_model`` instead.
 
     Args:
         folder: a folder written by `save`.
@@ -157,9 +166,18 @@ def load(folder: str | os.PathLike, base_model: nn.Module, *, inplace: bool = Fa
     if doc.get("weights_sha256") and state_hash(state) != doc["weights_sha256"]:
         raise PlanMismatchError(f"{str(weights)!r} does not match the hash recorded in plan.json: "
                                 "the file was changed or is corrupt; write the folder again with shrink.save")
+    values = {}
+    if layout.usable(plan.layout) and plan.layout.get("values"):
+        values = _read_weights(Path(folder) / VALUES)
+        if doc.get("values_sha256") and state_hash(values) != doc["values_sha256"]:
+            raise PlanMismatchError(f"{str(Path(folder) / VALUES)!r} does not match the hash recorded in plan.json: "
+                                    "the file was changed or is corrupt; write the folder again with shrink.save")
     model = base_model if inplace else clone(base_model)
     before = snapshot.take(model) if inplace else None
     try:
+        if layout.usable(plan.layout):
+            layout.apply(plan.layout, model, values)
+            return _load_state(model, state)
         return _replay(folder, doc, plan, state, model, base_model)
     except BaseException:
         if before is not None:  # a refusal leaves the caller's model as it came
@@ -191,6 +209,11 @@ def _replay(folder, doc: dict, plan: Plan, state: dict, model: nn.Module, base_m
                 f"replaying it failed with {type(exc).__name__}: {str(exc)[:200]}. Build base_model with the "
                 "architecture and configuration the plan was made from."
             ) from exc
+    return _load_state(model, state)
+
+
+def _load_state(model: nn.Module, state: dict) -> nn.Module:
+    """Load ``state`` into the cut ``model``, checked first for names and shapes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     # Tied tensors are stored once: fill the other names from the tensor they share.
@@ -200,7 +223,7 @@ def _replay(folder, doc: dict, plan: Plan, state: dict, model: nn.Module, base_m
     wrong = sorted(k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or extra or wrong:
         raise PlanMismatchError(
-            f"the saved weights do not fit the model after replaying the plan: missing {missing}, "
+            f"the saved weights do not fit the model the plan describes: missing {missing}, "
             f"unexpected {extra}, other shapes {wrong}. Was base_model built with the same configuration?"
         )
     model.load_state_dict(state, strict=False)

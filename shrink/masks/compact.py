@@ -23,13 +23,14 @@ from .._util.clone import clone
 from .._util import checks
 from .._util import snapshot
 from .._util import inputs as _inputs
-from ..cut import graph
+from ..cut import graph, layout
 from ..layers.rows import is_hf_conv1d
 from ..cut.compress import Result
 from ..errors import ShrinkError
 from .prune import make_permanent
 from ..cut.measure import count
-from ..cut.plan import Plan, Step
+from ..cut.kinds import GROUP
+from ..cut.plan import Plan
 from ..cut.surgery import Tracker, apply_steps
 
 
@@ -178,11 +179,11 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
             removed.append(c)
         if removed:
             dim = "out" if dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"
-            steps.append(Step("group", group.root_name, dim, tuple(removed)))
+            steps.append(GROUP.step(group.root_name, removed, dim=dim))
     with torch.no_grad():
         for layer, c, value in folds:
             _fold(layer, c, value)
-    tracker = Tracker()
+    tracker, layout_before = Tracker(), layout.record(work)
     apply_steps(work, dg, [], steps, tracker)
     after, outputs = count(work, example_inputs, return_outputs=True)
     with torch.no_grad():
@@ -192,7 +193,8 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
         raise ShrinkError(f"compact changed the outputs by {worst:.3g} (relative to their scale) > atol={atol:g}: "
                           "this is a bug in shrink; please report the model")
     plan = Plan(tuple(steps), dict(sorted(tracker.kept.items())), tracker.widths(), _inputs.to_spec(example_inputs),
-                {"compact": True, "kept": dict(kept), "max_output_change": worst})
+                {"compact": True, "kept": dict(kept), "max_output_change": worst},
+                layout=layout.describe(layout_before, work))
     return Result(work, plan, before, after)
 
 

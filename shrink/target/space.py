@@ -133,7 +133,7 @@ def build(traced: graph.Traced, example_inputs, *, p: int = 1) -> Space:
             continue
         scores = select._unit_scores(traced, group, p)
         knobs.append(Knob(group.root_name, len(scores), scores, "channels",
-                          frozenset(select._member_names(group))))
+                          frozenset(group.producers())))
         for dep, _ in group.tp_group:
             module = dep.target.module
             if isinstance(module, _LAYERS) or is_hf_conv1d(module):

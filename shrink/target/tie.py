@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..cut import graph
-from ..cut.uniform import _group_kind, _whole
+from ..cut.uniform import candidates
 from ..layers import hf_config
 from .space import Knob, Space
 
@@ -40,32 +40,23 @@ class TiedKnob(Knob):
 
 def kinds(traced: graph.Traced) -> dict[str, str | None]:
     """Knob name -> its uniform kind, or None where `equalise` keeps that kind whole."""
-    q_names = {traced.names[b.q] for b in traced.blocks}
-    members: dict[str, list] = {}
-    for group in traced.groups:
-        members.setdefault(_group_kind(traced, group, q_names), []).append(("group", group))
-    for block in traced.blocks:
-        members.setdefault(f"heads:{block.units}", []).append(("heads", block))
+    members = candidates(traced)
     can_say = hf_config.expressible(traced.model)
     whole = set()
     for kind, xs in members.items():
         family = kind.split(":")[0] if kind.split(":")[0] in ("hidden", "ffn", "heads") else "other"
-        if any(_whole(op, x) for op, x in xs) or family not in can_say:
+        if any(cut.whole(x) for cut, x, _ in xs) or family not in can_say:
             whole.add(kind)
     if hf_config.is_hf(traced.model):
         for family in ("hidden", "ffn", "heads"):
             ks = [k for k in members if k.split(":")[0] == family]
-            sizes = {x.units if op == "heads" else x.width for k in ks for op, x in members[k]}
+            sizes = {cut.size(x) for k in ks for cut, x, _ in members[k]}
             if len(sizes) > 1:
                 whole.update(ks)
     heads = [k for k in members if k.startswith("heads:")]
     if "hidden" in whole and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
         whole.add(heads[0])  # head size = hidden / heads: with the hidden width whole, so are the heads
-    out = {}
-    for kind, xs in members.items():
-        for op, x in xs:
-            out[x.name if op == "heads" else x.root_name] = None if kind in whole else kind
-    return out
+    return {cut.name_of(x): None if kind in whole else kind for kind, xs in members.items() for cut, x, _ in xs}
 
 
 def tie(space: Space, traced: graph.Traced) -> Space:

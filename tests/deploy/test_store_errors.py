@@ -105,9 +105,20 @@ def test_truncated_weights_leave_an_inplace_base_model_uncut(saved, tmp_path):
     assert {k: v.shape for k, v in base.state_dict().items()} == shapes
 
 
+def _as_old_plan(folder) -> None:
+    """The folder as shrink wrote it before plans recorded the layout: load replays the steps."""
+    doc = json.loads((folder / "plan.json").read_text())
+    doc.pop("layout")
+    (folder / "plan.json").write_text(json.dumps(doc))
+
+
 def test_a_plan_of_another_configuration_is_a_plan_mismatch(tmp_path):
     x = torch.randn(*TOKENS)
     shrink.save(shrink.compress(Attention(num_heads=4), x), tmp_path / "heads4")
+    with pytest.raises(shrink.PlanMismatchError, match=r"'num_heads' is 2; the plan was made from a model "
+                                                       r"where it is 4\. Load the folder onto an instance"):
+        shrink.load(tmp_path / "heads4", Attention(num_heads=2))
+    _as_old_plan(tmp_path / "heads4")
     with pytest.raises(shrink.PlanMismatchError, match=r"which has 2 here"):
         shrink.load(tmp_path / "heads4", Attention(num_heads=2))
 
@@ -115,6 +126,7 @@ def test_a_plan_of_another_configuration_is_a_plan_mismatch(tmp_path):
 def test_head_index_out_of_range_is_blamed_on_the_plan(tmp_path):
     x = torch.randn(*TOKENS)
     shrink.save(shrink.compress(Attention(), x), tmp_path / "a")
+    _as_old_plan(tmp_path / "a")
     doc = json.loads((tmp_path / "a" / "plan.json").read_text())
     for step in doc["steps"]:
         if step["op"] == "heads":

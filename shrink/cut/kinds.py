@@ -1,0 +1,265 @@
+"""Cut kinds: one class per kind of plan step, holding everything the engine asks of a step.
+
+A `Step` is data, what a plan file stores; its ``op`` names its kind and ``step.kind`` is the
+instance below that knows how to cut it (surgery.py), which read-outs the masking check zeroes and
+whether that check is exact (verify.py), which layers it touches (heal.py), and which ``dim``
+values a plan file may give it. Uniform widths (uniform.py) also ask the two kinds that are ranked
+by candidates of the trace, groups and attention blocks, how big a candidate is, whether it must
+stay whole, how many units a step removes from it and which units a given count removes.
+
+- `GroupCut` ("group"): a coupled channel group, cut through torch-pruning's dependency graph.
+- `HeadCut` ("heads"): whole heads (or key/value groups) of one attention block.
+- `HeadDimCut` ("head_dims"): the same dims of every head of attention tied to its input width
+  (layers/tied_attention.py), ``removed`` as ``head * head_dim + dim``.
+- `ExpertCut` ("experts"): the same FFN units of every expert of a mixture-of-experts block
+  (layers/hf_moe.py), ``removed`` as ``expert * intermediate + unit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import PlanMismatchError
+from ..layers import attention, hf_moe, parametrized, std_conv, tied_attention
+from . import units as _units
+from . import verify
+from .plan import Step
+
+
+class CutKind:
+    """What one kind of step does; the engine calls these methods, never tests ``step.op``.
+
+    Attributes:
+        op: the name plan files store.
+        dims: the ``dim`` values a step of this kind may have (the first is its default).
+    """
+
+    op: ClassVar[str]
+    dims: ClassVar[tuple[str, ...]]
+
+    def step(self, layer: str, removed, *, dim: str = "", partner: str = "") -> Step:
+        """A step of this kind removing ``removed`` (indices) from ``layer``."""
+        return Step(self.op, layer, dim or self.dims[0], tuple(int(i) for i in removed), partner)
+
+    def apply(self, step: Step, surgery, tracker) -> None:
+        """Cut ``step`` from the model ``surgery`` (surgery.Surgery) holds, recording kept indices."""
+        raise NotImplementedError
+
+    def exact(self, traced, step: Step) -> bool:
+        """Whether the cut can be checked against masking exactly (else: runs and keeps shapes)."""
+        raise NotImplementedError
+
+    def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
+        """(consumer, input channels to zero) that mask the cut, in the model's current coordinates."""
+        raise NotImplementedError
+
+    def touched(self, traced, step: Step) -> tuple[str, ...]:
+        """Layers the step cuts, by qualified name, read off the trace before any cut."""
+        return (step.layer,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class GroupCut(CutKind):
+    op = "group"
+    dims = ("out", "in")
+
+    def apply(self, step: Step, surgery, tracker) -> None:
+        dg, module = surgery.dg, surgery.get(step.layer, step)
+        pruner = dg.get_pruner_of_module(module)
+        if pruner is None:
+            raise PlanMismatchError(f"the plan cuts {step.layer!r}, a {type(module).__name__} shrink cannot cut")
+        fn = pruner.prune_out_channels if step.dim == "out" else pruner.prune_in_channels
+        size = pruner.get_out_channels(module) if step.dim == "out" else pruner.get_in_channels(module)
+        if step.removed and max(step.removed) >= size:
+            raise PlanMismatchError(
+                f"the plan removes index {max(step.removed)} of {step.layer!r} ({step.dim}), "
+                f"which has only {size} channels here. Load the plan onto the architecture it was made from."
+            )
+        group = dg.get_pruning_group(module, fn, list(step.removed))
+        extra = []
+        for item in group:
+            target = item.dep.target.module
+            name = surgery.name_of(target)
+            if name is None:
+                continue  # an operation (add, reshape...), nothing stored
+            is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
+            if isinstance(target, nn.Parameter):  # torch-pruning keeps a bare parameter's dim on its node
+                now = target.shape[item.dep.target.pruning_dim]
+            else:
+                target_pruner = dg.get_pruner_of_module(target)
+                now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
+            tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
+            if is_out and std_conv.extra_rows(target):
+                extra.append((target, int(now), list(item.idxs)))
+        with parametrized.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
+            group.prune(record_history=False)
+        for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
+            std_conv.cut_rows(target, width, removed)
+
+    def exact(self, traced, step: Step) -> bool:
+        group = verify.find_group(traced, step)
+        if group is None or not verify.exact(group):
+            return False
+        # A width that also narrows tied heads is cut together with their head_dims step.
+        tied_inputs = {(traced.names[b.qkv], "in") for b in getattr(traced, "tied", ())}
+        return not tied_inputs & {(m.name, m.dim) for m in group.parts}
+
+    def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
+        root = traced.model.get_submodule(step.layer)
+        pruner = traced.dg.get_pruner_of_module(root)
+        fn = pruner.prune_out_channels if step.dim == "out" else pruner.prune_in_channels
+        found = []
+        for item in traced.dg.get_pruning_group(root, fn, list(step.removed)):
+            module = item.dep.target.module
+            if not isinstance(module, nn.Module) or traced.dg.is_out_channel_pruning_fn(item.dep.handler):
+                continue
+            if verify.reads_channels(module):
+                found.append((module, [int(i) for i in item.idxs]))
+        return found
+
+    def touched(self, traced, step: Step) -> tuple[str, ...]:
+        group = verify.find_group(traced, step)
+        return tuple(m.name for m in group.parts) if group else (step.layer,)
+
+    # Uniform widths: the candidate is a traced `Group`.
+    def name_of(self, group) -> str:
+        return group.root_name
+
+    def size(self, group) -> int:
+        return group.width
+
+    def whole(self, group) -> bool:
+        return group.protected is not None or group.width % group.channel_groups != 0
+
+    def count(self, traced, group, step: Step) -> int:
+        return _units.count(traced, group, step.removed)
+
+    def lowest(self, traced, group, dim: str, n: int, p: int) -> Step:
+        units = _lowest(_units.unit_scores(traced, group, p), n)
+        return self.step(group.root_name, _units.channels(traced, group, list(units)), dim=dim)
+
+
+class HeadCut(CutKind):
+    op = "heads"
+    dims = ("heads",)
+
+    def _block(self, blocks: Mapping, step: Step) -> attention.AttentionBlock:
+        block = blocks.get(step.layer)
+        if block is None:
+            raise PlanMismatchError(f"the plan cuts heads of {step.layer!r}, which is no attention block here")
+        return block
+
+    def apply(self, step: Step, surgery, tracker) -> None:
+        block = self._block(surgery.blocks, step)
+        block.out = surgery.get(step.partner, step)
+        if step.removed and (max(step.removed) >= block.units or len(step.removed) >= block.units):
+            raise PlanMismatchError(
+                f"the plan removes heads {sorted(step.removed)} of {step.layer!r}, which has {block.units} "
+                "here (at least one must stay). Load the plan onto the architecture it was made from."
+            )
+        cuts = attention.cuts(block, list(step.removed))
+        for layer, dim, removed in cuts:
+            rows = attention.out_rows(layer)
+            tracker.cut(surgery.names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)
+        with parametrized.plain_weights(layer for layer, _, _ in cuts):
+            attention.remove_units(block, list(step.removed))
+
+    def exact(self, traced, step: Step) -> bool:
+        return True  # heads are independent (head_dim kept)
+
+    def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
+        block = self._block({b.name: b for b in traced.blocks}, step)
+        out, _, columns = attention.cuts(block, list(step.removed))[-1]
+        return [(out, list(columns))]
+
+    def touched(self, traced, step: Step) -> tuple[str, ...]:
+        block = next((b for b in traced.blocks if b.name == step.layer), None)
+        return (step.layer, *([traced.names[m] for m in (block.q, block.k, block.v, block.out)] if block else []))
+
+    # Uniform widths: the candidate is an `attention.AttentionBlock`.
+    def name_of(self, block) -> str:
+        return block.name
+
+    def size(self, block) -> int:
+        return block.units
+
+    def whole(self, block) -> bool:
+        return bool(block.locked) or block.units <= 1
+
+    def count(self, traced, block, step: Step) -> int:
+        return len(step.removed)
+
+    def lowest(self, traced, block, dim: str, n: int, p: int) -> Step:
+        return self.step(block.name, _lowest(attention.unit_scores(block, p), n), partner=traced.names[block.out])
+
+
+class HeadDimCut(CutKind):
+    op = "head_dims"
+    dims = ("head_dims",)
+
+    def apply(self, step: Step, surgery, tracker) -> None:
+        block = tied_attention.as_tied(step.layer, surgery.get(step.layer, step), cut=True)
+        if block is None:
+            raise PlanMismatchError(f"the plan cuts head dims of {step.layer!r}, which is no such attention block")
+        cuts = tied_attention.cuts(block, list(step.removed))
+        for layer, dim, removed in cuts:
+            tracker.cut(surgery.names[layer], dim, tied_attention.size(layer, dim), removed)
+        with parametrized.plain_weights(layer for layer, _, _ in cuts):
+            tied_attention.cut_dims(block, list(step.removed))
+
+    def exact(self, traced, step: Step) -> bool:
+        return False  # narrower heads rescale q·k (layers/tied_attention.py): not plain masking
+
+    def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
+        return []  # never checked exactly: cut on both sides of the comparison
+
+
+class ExpertCut(CutKind):
+    op = "experts"
+    dims = ("experts",)
+
+    def apply(self, step: Step, surgery, tracker) -> None:
+        experts = surgery.get(step.layer, step)
+        if not hf_moe.cuttable(experts):
+            raise PlanMismatchError(f"the plan cuts the experts of {step.layer!r}, which holds no stacked experts "
+                                    "shrink can cut. Load the plan onto the architecture it was made from.")
+        size = int(experts.down_proj.shape[0]) * hf_moe.width(experts)
+        try:
+            hf_moe.per_expert(experts, step.removed)
+        except ValueError as exc:
+            raise PlanMismatchError(f"the plan's cut of the experts of {step.layer!r} does not fit: {exc}. "
+                                    "Load the plan onto the architecture it was made from.") from exc
+        tracker.cut(step.layer, "experts", size, step.removed)
+        hf_moe.cut(experts, step.removed)
+
+    def exact(self, traced, step: Step) -> bool:
+        return True  # an expert's unit is one column of its down projection
+
+    def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
+        # zeroed inside the experts' stacked weights (verify.zeroed_readouts)
+        return [(traced.model.get_submodule(step.layer), list(step.removed))]
+
+
+def _lowest(scores: torch.Tensor, n: int) -> tuple[int, ...]:
+    order = torch.argsort(scores, stable=True)
+    return tuple(sorted(order[:n].tolist()))
+
+
+GROUP, HEADS, HEAD_DIMS, EXPERTS = GroupCut(), HeadCut(), HeadDimCut(), ExpertCut()
+KINDS: Mapping[str, CutKind] = MappingProxyType({k.op: k for k in (GROUP, HEADS, HEAD_DIMS, EXPERTS)})
+
+
+def of(op: str) -> CutKind:
+    """The kind a plan's ``op`` names."""
+    kind = KINDS.get(op)
+    if kind is None:
+        raise PlanMismatchError(f"unknown plan step {op!r} (this shrink knows {sorted(KINDS)}); "
+                                "the plan was written by another version of shrink")
+    return kind
