@@ -95,6 +95,8 @@ class GroupCut(CutKind):
             else:
                 target_pruner = dg.get_pruner_of_module(target)
                 now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
+            if now is None:
+                continue  # nothing stored per channel (a PReLU with one slope for all channels)
             tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
             if is_out and std_conv.extra_rows(target):
                 extra.append((target, int(now), list(item.idxs)))
