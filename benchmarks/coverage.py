@@ -85,10 +85,11 @@ def _shapes(out):
     return type(out).__name__
 
 
-def compress_row(name: str, build, signature=_shapes) -> dict:
+def compress_row(name: str, build, signature=_shapes, then=None) -> dict:
     """Build ``(model, inputs)`` with ``build()``, run it dense, compress at ratio 0.5, and describe the result.
 
-    The output shapes must stay the same (compared as ``signature(output)``).
+    The output shapes must stay the same (compared as ``signature(output)``). ``then(model, result,
+    inputs) -> dict``, when given, adds fields to a row whose model compressed (reload, ONNX checks).
 
     A model that cannot build or run dense here is "skipped" (with the reason): that is no failure of shrink.
     """
@@ -141,6 +142,8 @@ def compress_row(name: str, build, signature=_shapes) -> dict:
         black_boxes=sorted(checks.get("black_boxes", {})),
         exact=len(checks.get("exact", [])), shape_only=len(checks.get("shape_only", [])),
     )
+    if then is not None:
+        row.update(then(model, result, x))
     return row
 
 
