@@ -341,7 +341,7 @@ def _export_checked(model, example_inputs, path: Path, dynamic_batch, atol, opse
 
     names = input_names(model, example_inputs)
     with torch.no_grad():
-        out_names = list(_inputs.flatten_outputs(_inputs.run(model, example_inputs)))
+        out_names = _output_names(list(_inputs.flatten_outputs(_inputs.run(model, example_inputs))), names, notes)
     batch = _batch_at(example_inputs, batch_dim)
     checks = [example_inputs]
     traced_on = example_inputs
@@ -389,6 +389,22 @@ def _export_checked(model, example_inputs, path: Path, dynamic_batch, atol, opse
     raise cls(f"ONNX export failed with every exporter tried ({listed}).{hint} Try exporter='dynamo' or "
               "'torchscript' alone, dynamic_batch=False, or keep the failing layer out of the exported model."
               ) from errors[-1][1]
+
+
+def _output_names(out_names: list[str], names: list[str], notes: list[str]) -> list[str]:
+    """Output names no input has: ONNX defines each name once, and ONNX Runtime refuses a file that
+    names an output like an input ("This is an invalid model. Error: Duplicate definition of name
+    (sample)": diffusers' U-Nets and VAEs take ``sample`` and return ``.sample``)."""
+    taken, found = set(names), []
+    for name in out_names:
+        new, k = name, 1
+        while new in taken:
+            new, k = f"{name}_out" + (str(k) if k > 1 else ""), k + 1
+        if new != name:
+            notes.append(f"output {name!r} is named {new!r} in the file: an input is named {name!r}")
+        taken.add(new)
+        found.append(new)
+    return found
 
 
 def _first_lines(exc: Exception, limit: int = 400) -> str:

@@ -30,6 +30,25 @@ def test_dict_outputs_are_named(tmp_path):
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
 
 
+class SampleInSampleOut(torch.nn.Module):
+    """diffusers' U-Nets and VAEs: ``forward(sample, ...)`` returns an output whose field is ``sample``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, sample):
+        return {"sample": self.conv(sample)}
+
+
+def test_output_named_like_an_input_gets_its_own_name(tmp_path):
+    rep = shrink.export_onnx(SampleInSampleOut(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx")
+    assert rep.input_names == ("sample",) and [o.name for o in rep.outputs] == ["sample_out"]
+    assert any("'sample_out'" in n for n in rep.notes)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [i.name for i in graph.input] == ["sample"] and [o.name for o in graph.output] == ["sample_out"]
+
+
 def test_static_batch(tmp_path):
     rep = shrink.export_onnx(TinyMLP(), torch.randn(2, 2), tmp_path / "m.onnx", dynamic_batch=False)
     assert rep.batch_sizes == (2,) and not rep.dynamic_batch
