@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, norms,
-               padding, position_bias, positional, recurrent, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
+               padding, position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("token embeddings scaled by sqrt(hidden) (Gemma)", finish=embed_scale.finish),
     Family("norms without affine weights, or before an in-place activation (MONAI's ADN)", watch=norms.Unviewed,
            pruners=norms.pruners),
+    Family("resamplers storing and asserting their width (diffusers' Downsample2D)", finish=resample.finish),
 )
 
 
