@@ -97,7 +97,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         h = (block.units - counts[heads[0]]) * block.heads_per_unit
         counts["hidden"] = width - min(width, math.ceil((width - counts["hidden"]) / h) * h)
     _follow_hidden(traced, kinds, counts, reasons)
-    per_group = _follow_lists(traced, kinds, counts, removed)
+    per_group = _follow_lists(traced, kinds, counts, removed, reasons)
     out = []
     for kind, members in kinds.items():
         for cut, x, dim in members:
@@ -128,7 +128,8 @@ def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int
             reasons.pop(kind, None)
 
 
-def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int], removed: dict) -> dict[str, int]:
+def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int], removed: dict,
+                  reasons: dict[str, str]) -> dict[str, int]:
     """Widths a Hugging Face config states per stage (layers/hf_lists.py): {group root: units to
     remove}. The groups one entry sets lose the mean fraction chosen for them, rounded down; their
     kept widths are what the config builds with the entry's new value. Entries that set one width
@@ -138,6 +139,7 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     open_groups = {x.root_name: (c, x) for kind, members in kinds.items()
                    if counts.get(kind) == 0 and kind.split(":")[0] not in ("hidden", "heads")
                    for c, x, _ in members if isinstance(c, GroupCut) and not c.whole(x)}
+    kind_of = {x.root_name: kind for kind, members in kinds.items() for _, x, _ in members}
     if not open_groups:
         return {}
     model, values = traced.model, hf_lists.entries(traced.model.config)
@@ -182,10 +184,22 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
             step = removed.get((cut, n))
             shares.append((cut.count(traced, group, step) if step is not None else 0) / group.width)
         share = sum(shares) / len(shares)
-        new = {e: values[e] - math.floor(values[e] * share) for e in unit}
-        kept = hf_lists.widths(model, new, mine) if any(new[e] < values[e] for e in unit) else None
-        if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
-            found.update({n: open_groups[n][1].width - kept[n] for n in mine})
+        wanted = {e: values[e] - math.floor(values[e] * share) for e in unit}
+        done = False
+        for align in (1, 2, 4, 8, 16, 32):  # a config may want multiples (RegNet: of groups_width)
+            new = {e: min(values[e], math.ceil(wanted[e] / align) * align) for e in unit}
+            cuts = any(new[e] < values[e] for e in unit)
+            kept = hf_lists.widths(model, new, mine, same_groups=True) if cuts else None
+            if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
+                found.update({n: open_groups[n][1].width - kept[n] for n in mine})
+                done = True
+                break
+        if not done and any(wanted[e] < values[e] for e in unit):
+            said = ", ".join(f"{f}[{i}]" if i is not None else f for f, i in unit)
+            for n in mine:
+                reasons[kind_of[n]] = (f"uniform=True: the config sets this width through {said}, and no smaller "
+                                       "value builds a model a cut can make (a build fails, or regroups a grouped "
+                                       "convolution)")
     return found
 
 

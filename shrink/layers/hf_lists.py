@@ -100,10 +100,17 @@ def governed(model: nn.Module) -> dict[Entry, dict[str, tuple[int, ...]]]:
     return found
 
 
-def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str]) -> dict[str, int] | None:
-    """The output width of each of ``layers`` in the model the config builds with ``changes``."""
+def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str], *,
+           same_groups: bool = False) -> dict[str, int] | None:
+    """The output width of each of ``layers`` in the model the config builds with ``changes``; None
+    where it cannot be built, or with ``same_groups`` where it regroups a grouped conv (RegNet's
+    ``groups_width``: a cut keeps each conv's group count)."""
     fresh = _build(model, changes)
     if fresh is None:
+        return None
+    convs = {n: m.groups for n, m in model.named_modules()  # depthwise convs keep one group per channel
+             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels}
+    if same_groups and any(getattr(fresh.get_submodule(n), "groups", g) != g for n, g in convs.items()):
         return None
     found = {}
     for name in layers:
