@@ -85,6 +85,7 @@ class Traced:
     opaque: dict[str, str] = field(default_factory=dict)
     tied: list[tied_attention.TiedBlock] = field(default_factory=list)
     checked: dict[str, bool] = field(default_factory=dict)  # step label -> checked exactly (verify.py)
+    seen: registry.Seen | None = None  # what the layer families noted while tracing (layers/registry.py)
 
     def kept_groups(self) -> dict[str, str]:
         """Groups and attention blocks kept whole by the trace, by root or block name, with the reason."""
@@ -194,7 +195,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     def capture(out):
         found = _inputs.flatten_outputs(out)
         output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
-        seen(list(found.values()))
+        fixed.update(seen.fixed(list(found.values())))
         return list(found.values())
 
     config = getattr(model, "config", None)
@@ -216,7 +217,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                     return m(*args, **kwargs)
 
             # The families' probes (layers/registry.py) finish when this block closes, before blocks are found.
-            with registry.watching(model, fixed) as seen:
+            with registry.watching(model) as seen:
                 dg = Graph().build_dependency(
                     model,
                     example_inputs=example_inputs,
@@ -227,18 +228,21 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                 )
             dg.set_concat_sizes(owners.cat_sizes)
             dg.view_shapes = owners.view_shapes
-            blocks = [b for b in find_blocks(model) if b.module not in ignored and b.module not in black_boxes]
+            probe = seen.get(tied_attention.Probe)
+            tied = probe.tied() if probe is not None else tied_attention.find(model)
+            blocks = [b for b in find_blocks(model, tied={b.module for b in tied})
+                      if b.module not in ignored and b.module not in black_boxes]
             for block in blocks:
                 block.out = _output_projection(dg, block)
             blocks = [b for b in blocks if b.out is not None and b.out not in ignored]
-            traced = Traced(model, dg, names, [], blocks)
+            traced = Traced(model, dg, names, [], blocks, seen=seen)
             # Heads are cut by shrink inside each block, so q/k/v never root a torch-pruning group
             # (expanding that group through rotary embeddings' slices is also very slow).
-            head_layers = [layer for b in blocks for layer in b.producers()] + registry.owned(model)
-            traced.tied = [b for b in tied_attention.find(model) if b.module not in ignored]
+            head_layers = [layer for b in blocks for layer in b.producers()] + seen.owned()
+            traced.tied = [b for b in tied if b.module not in ignored]
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
                 traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed,
-                                               black_boxes))
+                                               black_boxes, seen.parts))
             if dg.oversized:  # the oversized walks of this pass at once: each names a layer to trace as a black box
                 found = [(e, failing_nodes(e)) for e in dg.oversized]
                 # A walk blamed on a reshape that no module ran is left for the next pass: the boxes
@@ -339,7 +343,7 @@ def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
-def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_boxes=()) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_boxes=(), parts=None) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
@@ -360,7 +364,7 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_
         mixed = _mixes_model_input(node, input_ids)
         if mixed:
             protected = protected or f"combined with a model input ({mixed})"
-        channel_groups = math.lcm(channel_groups, _channel_groups(dg, module, is_out))
+        channel_groups = math.lcm(channel_groups, _channel_groups(dg, module, is_out, parts))
     width = dg.get_out_channels(root) if dg.is_out_channel_pruning_fn(root_dep.handler) else dg.get_in_channels(root)
     return Group(
         root=root,
@@ -411,16 +415,17 @@ def _mixes_model_input(node, input_ids: set[int]) -> str | None:
     return None
 
 
-def _channel_groups(dg, module, is_out: bool) -> int:
-    """Channels must be removed evenly across these groups (grouped convs, GroupNorm, MHA heads)."""
+def _channel_groups(dg, module, is_out: bool, parts=None) -> int:
+    """Channels must be removed evenly across these groups (grouped convs, GroupNorm, MHA heads);
+    ``parts(module)``: the equal parts a family splits a layer's outputs into (registry.Seen.parts)."""
     if isinstance(module, nn.MultiheadAttention):
         return module.num_heads
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups == module.out_channels:
         return 1  # depthwise: every channel is its own group
     if not isinstance(module, nn.Module):
         return 1
-    if is_out and registry.parts(module) > 1:  # split in equal parts by a stored size (layers/csp.py)
-        return registry.parts(module)
+    if is_out and parts is not None and parts(module) > 1:  # split in equal parts by a stored size (layers/csp.py)
+        return parts(module)
     pruner = dg.get_pruner_of_module(module)
     if pruner is None:
         return 1

@@ -58,7 +58,7 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
     traced.checked = {label(s): (s in checked) for s in steps}
     order = loose + checked
     # Step 1: the cuts that cannot be checked exactly are made on both sides of the comparison.
-    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, loose, tracker), "cutting")
+    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, loose, tracker, traced.seen), "cutting")
     if failure:
         return tracker, order, failure
     # Step 2: the reference, with the checked cuts masked; step 3: cut them and compare.
@@ -72,7 +72,7 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
             expected, failure = run_named(model, example_inputs)
         if failure:  # the loose cuts broke the forward pass
             return tracker, order, failure
-    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, checked, tracker), "cutting")
+    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, checked, tracker, traced.seen), "cutting")
     if failure:
         return tracker, order, failure
     got, failure = run_named(model, example_inputs)

@@ -67,8 +67,10 @@ class Surgery:
         return self.names.get(item)
 
 
-def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], steps, tracker: Tracker) -> None:
-    """Cut ``steps`` from ``model`` (traced as ``dg``), in order, recording kept indices in ``tracker``."""
+def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], steps, tracker: Tracker,
+                seen: registry.Seen | None = None) -> None:
+    """Cut ``steps`` from ``model`` (traced as ``dg``), in order, recording kept indices in ``tracker``;
+    ``seen``: what the layer families noted while tracing it (``Traced.seen``)."""
     surgery = Surgery(model, dg, blocks)
     mha_head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     shared = _shared_parameters(model)
@@ -77,7 +79,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
         step.kind.apply(step, surgery, tracker)
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
-    registry.finish(model)  # attributes the families' forwards read (a ViT's hidden_dim)
+    registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
         if problems:

@@ -21,7 +21,7 @@ import logging
 import math
 import re
 
-from ..layers import attention, hf_config, hf_moe
+from ..layers import attention, hf_config, hf_lists, hf_moe
 from . import experts
 from .graph import Traced
 from .kinds import EXPERTS, GROUP, HEADS, GroupCut
@@ -79,7 +79,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
                                    "shrink.save)" for k in ks})
     # Step 3: families whose head size is hidden size / heads.
     heads = [k for k in counts if k.startswith("heads:")]
-    if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
+    if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model, traced.blocks):
         block = kinds[heads[0]][0][1]
         width = next(g.width for _, g, _ in kinds["hidden"])
         kept_heads = block.units - counts[heads[0]]
@@ -97,10 +97,11 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         h = (block.units - counts[heads[0]]) * block.heads_per_unit
         counts["hidden"] = width - min(width, math.ceil((width - counts["hidden"]) / h) * h)
     _follow_hidden(traced, kinds, counts, reasons)
+    per_group = _follow_lists(traced, kinds, counts, removed, reasons)
     out = []
     for kind, members in kinds.items():
         for cut, x, dim in members:
-            n = counts[kind]
+            n = per_group.get(cut.name_of(x), counts[kind])
             if n == 0:
                 if why is not None and (cut, cut.name_of(x)) in removed:
                     why[cut.name_of(x)] = reasons.get(kind, f"{say}: the mean count over its layers is 0")
@@ -125,6 +126,81 @@ def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int
         if names and all(n in follows for n in names):
             counts[kind] = counts["hidden"]
             reasons.pop(kind, None)
+
+
+def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int], removed: dict,
+                  reasons: dict[str, str]) -> dict[str, int]:
+    """Widths a Hugging Face config states per stage (layers/hf_lists.py): {group root: units to
+    remove}. The groups one entry sets lose the mean fraction chosen for them, rounded down; their
+    kept widths are what the config builds with the entry's new value. Entries that set one width
+    together (ResNet's stem and first stage, joined by an identity shortcut) change together."""
+    if not hf_config.is_hf(traced.model):
+        return {}
+    open_groups = {x.root_name: (c, x) for kind, members in kinds.items()
+                   if counts.get(kind) == 0 and kind.split(":")[0] not in ("hidden", "heads")
+                   for c, x, _ in members if isinstance(c, GroupCut) and not c.whole(x)}
+    kind_of = {x.root_name: kind for kind, members in kinds.items() for _, x, _ in members}
+    if not open_groups:
+        return {}
+    model, values = traced.model, hf_lists.entries(traced.model.config)
+    governed = hf_lists.governed(model)
+    sets: dict = {}  # entry -> the roots whose width it sets
+    for entry in governed:
+        doubled = hf_lists.widths(model, {entry: 2 * values[entry]}, list(open_groups)) or {}
+        sets[entry] = [n for n, w in doubled.items() if w != open_groups[n][1].width]
+    owner = {m.name: n for n, (_, g) in open_groups.items() for m in g.parts}  # layer -> its open group
+    for n, (_, g) in open_groups.items():  # bare parameters too (ConvNeXt's layer_scale_parameter)
+        owner.update({traced.dg._param_to_name[item.dep.target.module]: n for item in g.tp_group
+                      if item.dep.target.module in traced.dg._param_to_name})
+    # Step 1: entries joined through the groups they touch; an entry touching a layer in no open group is out.
+    parent = {e: e for e in governed}
+
+    def root(e):
+        while parent[e] != e:
+            e = parent[e]
+        return e
+
+    blocked = set()
+    for entry, keys in governed.items():
+        for key in keys:
+            group = owner.get(key.rsplit(".", 1)[0], owner.get(key))
+            setters = [e for e, roots in sets.items() if group in roots]
+            if group is None or not setters:
+                blocked.add(entry)  # it also sets a width outside these groups (a residual stream, a head)
+            for other in setters:
+                parent[root(other)] = root(entry)
+    units: dict = {}
+    for entry in governed:
+        units.setdefault(root(entry), []).append(entry)
+    # Step 2: each unit of entries loses the mean fraction of its groups, read back from the config.
+    found: dict[str, int] = {}
+    for unit in units.values():
+        mine = sorted({n for e in unit for n in sets[e]})
+        if not mine or any(e in blocked for e in unit):
+            continue
+        shares = []
+        for n in mine:
+            cut, group = open_groups[n]
+            step = removed.get((cut, n))
+            shares.append((cut.count(traced, group, step) if step is not None else 0) / group.width)
+        share = sum(shares) / len(shares)
+        wanted = {e: values[e] - math.floor(values[e] * share) for e in unit}
+        done = False
+        for align in (1, 2, 4, 8, 16, 32):  # a config may want multiples (RegNet: of groups_width)
+            new = {e: min(values[e], math.ceil(wanted[e] / align) * align) for e in unit}
+            cuts = any(new[e] < values[e] for e in unit)
+            kept = hf_lists.widths(model, new, mine, same_groups=True) if cuts else None
+            if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
+                found.update({n: open_groups[n][1].width - kept[n] for n in mine})
+                done = True
+                break
+        if not done and any(wanted[e] < values[e] for e in unit):
+            said = ", ".join(f"{f}[{i}]" if i is not None else f for f, i in unit)
+            for n in mine:
+                reasons[kind_of[n]] = (f"uniform=True: the config sets this width through {said}, and no smaller "
+                                       "value builds a model a cut can make (a build fails, or regroups a grouped "
+                                       "convolution)")
+    return found
 
 
 def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> dict[str, int]:

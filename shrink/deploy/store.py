@@ -200,7 +200,8 @@ def _replay(folder, doc: dict, plan: Plan, state: dict, model: nn.Module, base_m
                 f"{_inputs.describe(example_inputs)}; build base_model with the architecture the plan was made from."
             ) from exc
         try:
-            apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker())
+            apply_steps(model, traced.dg, traced.blocks, [s for s in plan.steps if s.round == k], Tracker(),
+                        traced.seen)
         except ShrinkError:
             raise
         except Exception as exc:  # noqa: BLE001 - a foreign plan fails anywhere inside the cutting code

@@ -9,6 +9,7 @@ read it, so ``num_key_value_groups`` stays valid.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -93,13 +94,17 @@ def _child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
     return None
 
 
-def find_blocks(model: nn.Module) -> list[AttentionBlock]:
-    """Modules that hold q/k/v projections (separate or fused) and a head count."""
+def find_blocks(model: nn.Module, tied: Collection[nn.Module] | None = None) -> list[AttentionBlock]:
+    """Modules that hold q/k/v projections (separate or fused) and a head count.
+
+    ``tied``: the blocks cut by head dims with their input width instead (tied_attention.py; a
+    trace's probe knows which of that layout run with a head fewer); by default all of that layout.
+    """
     blocks = []
     for name, module in model.named_modules():
         if isinstance(module, nn.MultiheadAttention):
             continue  # its heads are tied to the residual width; handled as a width group
-        if is_tied(module):
+        if (module in tied) if tied is not None else is_tied(module):
             continue  # heads x head_dim is the input width: tied_attention.py cuts head dims
         heads = _attr(module, _HEADS)
         if heads is None:

@@ -16,12 +16,7 @@ equal-count cut of the halves is the same network with the removed channels mask
 
 from __future__ import annotations
 
-import weakref
-
 from torch import nn
-
-# conv_exp convs of the model being traced -> how many equal parts its outputs are split into.
-_PARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _expanding_conv(module: nn.Module) -> nn.Conv2d | None:
@@ -37,21 +32,21 @@ class Halves:
     """Before the graph is traced: note each cross stage's expanding conv (nothing to watch)."""
 
     def __init__(self, model: nn.Module) -> None:
+        self._parts: dict[nn.Module, int] = {}  # conv_exp conv -> equal parts its outputs are split into
         for module in model.modules():
             conv = _expanding_conv(module)
             if conv is not None and conv.out_channels == module.expand_chs and module.expand_chs % 2 == 0:
-                _PARTS[conv] = 2
+                self._parts[conv] = 2
+
+    def parts(self, module: nn.Module) -> int:
+        """Equal parts a layer's outputs are split into by a stored size (1: none)."""
+        return self._parts.get(module, 1)
 
     def close(self) -> None:
         pass
 
 
-def parts(module: nn.Module) -> int:
-    """Equal parts a layer's outputs are split into by a stored size (1: none)."""
-    return _PARTS.get(module, 1)
-
-
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each cross stage's ``expand_chs`` from its cut expanding conv."""
     for module in model.modules():
         conv = _expanding_conv(module)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Fold each scaled embedding's change of scale into its weights (see the module docstring)."""
     if not (hasattr(model, "config") and hasattr(model, "save_pretrained")):
         return  # only a config rebuilds the scale; a plain module keeps its buffer as it is

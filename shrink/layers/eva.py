@@ -140,7 +140,7 @@ def cut_heads(module: nn.Module, kept: list[int]) -> None:
             gate.out_features = len(idx)
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Every block whose heads x head_dim no longer equals its input width runs `EvaForward` for good."""
     for module in model.modules():
         if matches(module) and not isinstance(module.__dict__.get("forward"), EvaForward):

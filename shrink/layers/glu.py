@@ -35,7 +35,7 @@ def _gated_conv(module: nn.Module):
     return fc1, conv, fc2
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each gated conv block's stored split sizes from its cut layers: (g, i, c)."""
     for module in model.modules():
         layers = _gated_conv(module)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from types import MappingProxyType
 
 import torch
 from torch import nn
 
-from . import hf_moe
+from . import hf_lists, hf_moe
 from .attention import find_blocks
 from .rows import is_hf_conv1d, out_rows
 
@@ -31,7 +32,7 @@ FFN_IN = re.compile(
 # A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
 # Config names of each measured width; "encoder."/"decoder." limit a name to that half of the model.
-FIELDS = {
+FIELDS = MappingProxyType({
     "hidden": ("hidden_size", "n_embd", "d_model", "dim", "embed_dim", "word_embed_proj_dim", "embedding_size"),
     "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
     "encoder.heads": ("encoder_attention_heads",),
@@ -41,7 +42,7 @@ FIELDS = {
     "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
     "encoder.ffn": ("encoder_ffn_dim",),
     "decoder.ffn": ("decoder_ffn_dim",),
-}
+})
 
 
 def is_hf(model: nn.Module) -> bool:
@@ -127,7 +128,11 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
             config.head_dim = next(iter(after["head_dim"]))
         except AttributeError:
             pass
-    return check(model)
+    problems = check(model)
+    if problems:  # widths stated per stage (ResNet's hidden_sizes): the values the shapes show
+        hf_lists.write_back(model)
+        problems = check(model)
+    return problems
 
 
 def check(model: nn.Module) -> list[str]:
@@ -230,7 +235,7 @@ def ratio_for_widths(pairs: list[tuple[int, int]]) -> float | None:
     return r if all(int(r * w) == u for u, w in pairs) else None
 
 
-def head_dim_follows_hidden(model: nn.Module) -> bool:
+def head_dim_follows_hidden(model: nn.Module, blocks: list | None = None) -> bool:
     """Whether the family computes head_dim as hidden size / heads (BERT, GPT-2, ViT: no head_dim field).
 
     Found by building the model from its config with the hidden size doubled and head_dim
@@ -239,7 +244,7 @@ def head_dim_follows_hidden(model: nn.Module) -> bool:
     """
     if not is_hf(model):
         return False
-    blocks = find_blocks(model)
+    blocks = find_blocks(model) if blocks is None else blocks
     sizes = measure(model, blocks)
     if not blocks:
         return False

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each hand-written norm's stored ``normalized_shape`` from its cut weight."""
     for module in model.modules():
         shape, weight = getattr(module, "normalized_shape", None), getattr(module, "weight", None)

@@ -14,17 +14,12 @@ A table column belongs to one channel only, so the cut equals masking that chann
 
 from __future__ import annotations
 
-import weakref
 
 import torch
 from torch import nn
 
 NAMES = ("pe", "pos_embed", "pos_embedding", "position_embedding", "position_embeddings",
          "positional_encoding", "pos_encoding", "pos_enc")
-
-# module -> buffer names promoted to parameters for tracing; `finish` turns them back into buffers.
-_PROMOTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def _tables(model: nn.Module):
     for module in model.modules():
@@ -40,10 +35,12 @@ class Promote:
 
     def __init__(self, model: nn.Module) -> None:
         self._restore = []
+        # module -> buffer names promoted to parameters for tracing; `finish` turns them back into buffers.
+        self.promoted: dict[nn.Module, dict[str, bool]] = {}
         for module, name, buf in _tables(model):
             persistent = name not in module._non_persistent_buffers_set
             self._restore.append((module, name, buf, persistent))
-            _PROMOTED.setdefault(module, {})[name] = persistent
+            self.promoted.setdefault(module, {})[name] = persistent
             delattr(module, name)
             module.register_parameter(name, nn.Parameter(buf, requires_grad=True))
 
@@ -53,10 +50,11 @@ class Promote:
             module.register_buffer(name, buf, persistent=persistent)
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: Promote | None) -> None:
     """A table the cut narrowed comes back as a parameter: make it the buffer it was."""
+    promoted = seen.promoted if seen is not None else {}
     for module in model.modules():
-        for name, persistent in _PROMOTED.get(module, {}).items():
+        for name, persistent in promoted.get(module, {}).items():
             value = module._parameters.get(name)
             if isinstance(value, torch.Tensor):
                 delattr(module, name)

@@ -13,17 +13,19 @@ output width is D*H in D channel groups (like a grouped conv): removing unit j r
 
 When the caller passes the initial state (``rnn(x, (h0, c0))``) its width H is fixed by the
 caller, and when the module returns its final state as a model output the width is the caller's
-too: then the hidden units are kept whole (see `fixed_state`). Units are cut when the module
+too: then the hidden units are kept whole (see `StateWatch.fixed`). Units are cut when the module
 creates its own zero state (``hx=None``), the common case inside a model.
 """
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 import torch_pruning as tp
 from torch import nn
 
-GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
+GATES = MappingProxyType({nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1})
 
 
 def is_recurrent(module: nn.Module) -> bool:
@@ -168,6 +170,16 @@ class StateWatch:
         for t in state if isinstance(state, tuple) else (state,):
             self.returned[id(t)] = (t, module)
 
+    def fixed(self, outputs: list[torch.Tensor]) -> dict[nn.Module, str]:
+        """Recurrent modules whose hidden width the caller sees, with the reason they stay whole."""
+        reasons = {m: "its hidden state is passed in by the caller (a layers x batch x hidden input)"
+                   for m in self.passed}
+        for t in outputs:
+            state, module = self.returned.get(id(t), (None, None))
+            if state is t:
+                reasons.setdefault(module, "its final hidden state is a model output")
+        return reasons
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()
@@ -190,14 +202,3 @@ class _StandIn:
         batch = () if input.dim() == 2 else (input.shape[0 if rnn.batch_first else 1],)
         h = input.new_zeros(rnn.num_layers * D, *batch, H)
         return out, ((h, h.clone()) if isinstance(rnn, nn.LSTM) else h)
-
-
-def fixed_state(watch: StateWatch, outputs: list[torch.Tensor]) -> dict[nn.Module, str]:
-    """Recurrent modules whose hidden width the caller sees, with the reason they stay whole."""
-    reasons = {m: "its hidden state is passed in by the caller (a layers x batch x hidden input)"
-               for m in watch.passed}
-    for t in outputs:
-        state, module = watch.returned.get(id(t), (None, None))
-        if state is t:
-            reasons.setdefault(module, "its final hidden state is a model output")
-    return reasons

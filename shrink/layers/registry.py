@@ -5,22 +5,24 @@ them. It registers the hooks it needs (all optional):
 
 - ``pruners(model) -> {module type: torch-pruning handler}``: how to cut a module type the
   engine cannot cut by itself (Hugging Face Conv1D, LSTM/GRU).
-- ``watch(model) -> object with .close()``: forward hooks active while the graph is traced.
-- ``fixed(watched, outputs) -> {module: reason}``: modules whose output width the caller sees
-  (a recurrent state passed in), so their groups are kept whole with that reason.
+- ``trace(model) -> object with .close()``: made when one trace of ``model`` starts and closed
+  when its forward has run; it holds everything the family notes about that trace (nothing is
+  kept in the family's module). It may also answer, after the forward:
+  ``fixed(outputs) -> {module or autograd node: reason}`` (widths the caller sees: a recurrent
+  state passed in, a constant the forward adds), ``owns() -> [layers]`` (layers whose output rows
+  the family cuts itself, so they never root a torch-pruning width group: the fused qkv of
+  attention tied to its input width) and ``parts(module) -> int`` (a layer whose outputs the
+  forward splits into this many equal parts by a stored size: CSPNet's expanded width).
 - ``op_reason(func, args, kwargs, out) -> reason | None``: called for every torch function
   while the graph is traced (one TorchFunctionMode for all families); an operation with a reason
   keeps every group through it whole (a pad that adds channels, a channel shuffle).
-- ``owns(model) -> [layers]``: layers whose output rows the family cuts itself, so they never
-  root a torch-pruning width group (the fused qkv of attention tied to its input width).
-- ``finish(model)``: after the cuts, set the attributes a family's forward reads (a ViT's
-  ``hidden_dim``, nanoGPT's ``n_embd``) from the new layer sizes.
+- ``finish(model, seen)``: after the cuts, set the attributes a family's forward reads (a ViT's
+  ``hidden_dim``, nanoGPT's ``n_embd``) from the new layer sizes; ``seen`` is the family's trace
+  object of the trace the cut was planned on (None where there was none or it has no ``trace``).
 - ``cut_heads(module, kept)``: when an attention block loses heads, cut what else holds one
   entry per head (T5's and Swin's relative position bias tables); ``kept``: the heads kept.
 - ``shared_heads(name, module) -> key | None``: attention blocks with one key must keep the
   same heads (T5 adds its first layer's position bias in every layer of the stack).
-- ``parts(module) -> int``: a layer whose outputs the forward splits into this many equal parts
-  by a stored size (CSPNet's expanded width): its groups remove the same positions in each part.
 
 Attention blocks cut by whole heads are found by `attention.find_blocks`, also from here.
 """
@@ -45,43 +47,37 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, watch, fixed, owns, op_reason, finish, cut_heads, shared_heads, parts: its hooks, or None.
+        pruners, trace, op_reason, finish, cut_heads, shared_heads: its hooks, or None.
     """
 
     name: str
     pruners: Callable[[nn.Module], dict] | None = None
-    watch: Callable[[nn.Module], object] | None = None
-    fixed: Callable[[object, list[torch.Tensor]], dict] | None = None
-    owns: Callable[[nn.Module], list] | None = None
+    trace: Callable[[nn.Module], object] | None = None
     op_reason: Callable[..., str | None] | None = None
-    finish: Callable[[nn.Module], None] | None = None
+    finish: Callable[[nn.Module, object | None], None] | None = None
     cut_heads: Callable[[nn.Module, list[int]], None] | None = None
     shared_heads: Callable[[str, nn.Module], str | None] | None = None
-    parts: Callable[[nn.Module], int] | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("Hugging Face Conv1D", pruners=rows.pruners),
-    Family("Linear weights passed to F.linear by the parent (torchvision's Swin)", watch=functional_linear.Routed),
-    Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, watch=recurrent.StateWatch,
-           fixed=recurrent.fixed_state),
-    Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", watch=tied_attention.Probe,
-           owns=tied_attention.own_layers),
+    Family("Linear weights passed to F.linear by the parent (torchvision's Swin)", trace=functional_linear.Routed),
+    Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, trace=recurrent.StateWatch),
+    Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", trace=tied_attention.Probe),
     Family("vision transformer (torchvision)", finish=vit.finish),
-    Family("position tables held as buffers", watch=positional.Promote, finish=positional.finish),
+    Family("position tables held as buffers", trace=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
-    Family("widths fixed by a constant", op_reason=constants.op_reason, watch=constants.Shaped),
+    Family("widths fixed by a constant", trace=constants.Shaped),
     Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
            shared_heads=position_bias.shared_key),
-    Family("gated widths (GLU, gMLP, MambaOut)", watch=glu.Tokens, finish=glu.finish),
-    Family("splits into parts of different sizes", watch=split_order.Ordered),
-    Family("selective kernel (SKNet)", watch=selective_kernel.Paths, finish=selective_kernel.finish),
-    Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", watch=eva.Traced,
+    Family("gated widths (GLU, gMLP, MambaOut)", trace=glu.Tokens, finish=glu.finish),
+    Family("splits into parts of different sizes", trace=split_order.Ordered),
+    Family("selective kernel (SKNet)", trace=selective_kernel.Paths, finish=selective_kernel.finish),
+    Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", trace=eva.Traced,
            cut_heads=eva.cut_heads, finish=eva.finish),
-    Family("cross stage split in equal halves by a stored size (CSPNet)", watch=csp.Halves, parts=csp.parts,
-           finish=csp.finish),
-    Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
+    Family("cross stage split in equal halves by a stored size (CSPNet)", trace=csp.Halves, finish=csp.finish),
+    Family("activation checkpointing (torch.utils.checkpoint, reentrant)", trace=checkpointing.Inline),
     Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
     Family("token embeddings scaled by sqrt(hidden) (Gemma)", finish=embed_scale.finish),
     Family("norms without affine weights, or before an in-place activation (MONAI's ADN)", watch=norms.Unviewed,
@@ -99,29 +95,69 @@ def pruners(model: nn.Module) -> dict:
     return found
 
 
-@contextmanager
-def watching(model: nn.Module, fixed: dict) -> Iterator[None]:
-    """Run the families' hooks over the traced forward; ``fixed`` receives the outputs' callback.
+class Seen:
+    """What the families noted while one model was traced: their trace objects (see the docstring).
 
-    Use: ``with watching(model, kept) as done: ...trace...; done(outputs)`` fills ``kept`` with
-    {module or autograd node: reason} for what keeps its group whole.
+    One per trace; nothing about a trace is kept anywhere else, so two traces never see each
+    other's notes. Made by `watching`; the engine keeps it with the trace (``Traced.seen``).
     """
-    active = [(f, f.watch(model)) for f in FAMILIES if f.watch is not None]
-    ops = _OpWatch([f.op_reason for f in FAMILIES if f.op_reason is not None])
-    ops.__enter__()
 
-    def done(outputs: list[torch.Tensor]) -> None:
-        for family, watched in active:
-            if family.fixed is not None:
-                fixed.update(family.fixed(watched, outputs))
-        fixed.update(ops.nodes)
+    def __init__(self, model: nn.Module) -> None:
+        self.by_family: dict[str, object] = {}
+        self._ops = _OpWatch([f.op_reason for f in FAMILIES if f.op_reason is not None])
+        self._open: list = []  # what close() undoes, in reverse
+        try:
+            for family in FAMILIES:
+                if family.trace is not None:
+                    self.by_family[family.name] = family.trace(model)
+                    self._open.append(self.by_family[family.name])
+            self._ops.__enter__()
+            self._open.append(self._ops)
+        except BaseException:
+            self.close()
+            raise
 
+    def get(self, kind: type):
+        """The trace object of this type (``seen.get(tied_attention.Probe)``), or None."""
+        return next((t for t in self.by_family.values() if isinstance(t, kind)), None)
+
+    def _answers(self, method: str):
+        return [getattr(t, method) for t in self.by_family.values() if hasattr(t, method)]
+
+    def fixed(self, outputs: list[torch.Tensor]) -> dict:
+        """{module or autograd node: reason} for what keeps its group whole, after the forward."""
+        found: dict = {}
+        for answer in self._answers("fixed"):
+            found.update(answer(outputs))
+        found.update(self._ops.nodes)
+        return found
+
+    def owned(self) -> list[nn.Module]:
+        """Layers the families cut themselves (never roots of a torch-pruning group)."""
+        return [layer for answer in self._answers("owns") for layer in answer()]
+
+    def parts(self, module: nn.Module) -> int:
+        """Equal parts the forward splits ``module``'s outputs into by a stored size (1: none)."""
+        return max([1, *(answer(module) for answer in self._answers("parts"))])
+
+    def close(self) -> None:
+        """End the trace: every patch and hook the families made is undone (also after an error)."""
+        while self._open:
+            watched = self._open.pop()
+            if watched is self._ops:
+                self._ops.__exit__(None, None, None)
+            else:
+                watched.close()
+
+
+@contextmanager
+def watching(model: nn.Module) -> Iterator[Seen]:
+    """Run the families' trace objects over the traced forward; the `Seen` stays usable after."""
+    seen = Seen(model)
     try:
-        yield done
+        yield seen
     finally:
-        ops.__exit__(None, None, None)
-        for _, watched in active:
-            watched.close()
+        seen.close()
 
 
 class _OpWatch(TorchFunctionMode):
@@ -144,16 +180,11 @@ class _OpWatch(TorchFunctionMode):
         return out
 
 
-def owned(model: nn.Module) -> list[nn.Module]:
-    """Layers the families cut themselves (never roots of a torch-pruning group)."""
-    return [layer for f in FAMILIES if f.owns is not None for layer in f.owns(model)]
-
-
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: Seen | None = None) -> None:
     """After cutting: every family sets the attributes its forward reads from the new sizes."""
     for family in FAMILIES:
         if family.finish is not None:
-            family.finish(model)
+            family.finish(model, seen.by_family.get(family.name) if seen is not None else None)
 
 
 def cut_heads(module: nn.Module, kept: list[int]) -> None:
@@ -170,12 +201,3 @@ def shared_heads(name: str, module: nn.Module) -> str:
         if key:
             return key
     return ""
-
-
-def parts(module: nn.Module) -> int:
-    """Equal parts the forward splits ``module``'s outputs into by a stored size (1: none)."""
-    found = 1
-    for family in FAMILIES:
-        if family.parts is not None:
-            found = max(found, family.parts(module))
-    return found

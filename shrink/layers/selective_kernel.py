@@ -80,7 +80,7 @@ class Paths:
             m.__dict__.pop("forward", None)
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each selective kernel module's ``in_channels``/``out_channels`` from its cut paths."""
     for module in model.modules():
         parts = _parts(module)

@@ -137,14 +137,13 @@ def _init_shapes(graph) -> None:
 class Ordered:
     """While the graph is traced: split nodes list their consumers in the order of the parts."""
 
-    _depth = 0  # nested traces (a black box retraced inside another) share one patch
-
     def __init__(self, model: nn.Module) -> None:
-        if Ordered._depth == 0:
+        # A black box retraced inside another trace finds the patch made: the outer trace undoes it.
+        self._patched = _Node.add_output is _ORIGINAL
+        if self._patched:
             _Node.add_output = _add_output_in_order
             _Node.enable_index_mapping = _Mapping()
             _shape_infer.init_shape_information = _init_shapes
-        Ordered._depth += 1
         self._mode = _CopyParts()
         self._mode.__enter__()
         self._open = True
@@ -153,8 +152,7 @@ class Ordered:
         if self._open:
             self._open = False
             self._mode.__exit__(None, None, None)
-            Ordered._depth -= 1
-            if Ordered._depth == 0:
+            if self._patched:
                 _Node.add_output = _ORIGINAL
                 del _Node.enable_index_mapping  # instances keep the values set while tracing
                 _shape_infer.init_shape_information = _INIT_SHAPES

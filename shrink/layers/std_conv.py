@@ -23,14 +23,11 @@ verified-cut check treats them like LayerNorm: checked for running and shapes on
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 _BASES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_found: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _subclass(module: nn.Module) -> bool:
@@ -73,12 +70,9 @@ def cut_rows(module: nn.Module, width_before: int, removed) -> None:
 def transforms_weight(module: nn.Module) -> bool:
     """Whether a conv/linear subclass's output is not affine in its weight (standardised, normed).
 
-    Tried once per module on a small random input, with the weight doubled and zeroed in turn."""
-    if not _subclass(module):
-        return False
-    if module not in _found:
-        _found[module] = _not_affine(module)
-    return _found[module]
+    Tried on a small random input, with the weight doubled and zeroed in turn (a few small forwards,
+    only for conv/linear subclasses)."""
+    return _subclass(module) and _not_affine(module)
 
 
 def _not_affine(module: nn.Module) -> bool:

@@ -36,7 +36,7 @@ sqrt(new/old) so that every attention score stays what it was with the removed d
 from __future__ import annotations
 
 import math
-import weakref
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -172,16 +172,14 @@ def _qk_and_v(name: str, module: nn.Module, proj, heads, cut: bool) -> TiedBlock
     return TiedBlock(name, module, qk, proj, heads, v=v)
 
 
-# Blocks the probe saw running with one head fewer: they are cut by whole heads instead.
-_HEADS_CUTTABLE: weakref.WeakSet = weakref.WeakSet()
-
-
-def find(model: nn.Module) -> list[TiedBlock]:
-    return [b for n, m in model.named_modules() if (b := as_tied(n, m)) is not None and m not in _HEADS_CUTTABLE]
+def find(model: nn.Module, cuttable: Collection[nn.Module] = ()) -> list[TiedBlock]:
+    """The blocks of this layout, less those a probe saw running with one head fewer (``cuttable``:
+    they are cut by whole heads instead)."""
+    return [b for n, m in model.named_modules() if (b := as_tied(n, m)) is not None and m not in cuttable]
 
 
 def is_tied(module: nn.Module) -> bool:
-    return module not in _HEADS_CUTTABLE and as_tied("", module) is not None
+    return as_tied("", module) is not None
 
 
 class Probe:
@@ -191,6 +189,8 @@ class Probe:
     def __init__(self, model: nn.Module) -> None:
         self.inputs: dict[nn.Module, tuple] = {}
         self.shapes: dict[nn.Module, torch.Size] = {}
+        self.cuttable: set[nn.Module] = set()  # blocks that ran with one head fewer, after close()
+        self._model = model
         # Separate q and kv (subsample_attention.py) read their input width by construction: not probed.
         self.blocks = [b for b in find(model) if b.kv is None]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
@@ -215,7 +215,16 @@ class Probe:
         for block in self.blocks:
             if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
                                                                     self.shapes[block.module]):
-                _HEADS_CUTTABLE.add(block.module)
+                self.cuttable.add(block.module)
+        self.inputs.clear()
+
+    def tied(self) -> list[TiedBlock]:
+        """The blocks still cut by head dims with their input width (after close())."""
+        return find(self._model, self.cuttable)
+
+    def owns(self) -> list[nn.Module]:
+        """The fused qkv layers (q, kv and sr): their rows are cut here (per head), never as a width group."""
+        return [layer for b in self.tied() for layer in b.layers()]
 
 
 _BIASES = ("q_bias", "k_bias", "v_bias")
@@ -288,11 +297,6 @@ def _runs_without_a_head(block: TiedBlock, args: tuple, kwargs: dict, shape: tor
                 layer.bias = bias
         for name, value in heads.items():
             setattr(module, name, value)
-
-
-def own_layers(model: nn.Module) -> list[nn.Module]:
-    """The fused qkv layers (q, kv and sr): their rows are cut here (per head), never as a width group."""
-    return [layer for b in find(model) for layer in b.layers()]
 
 
 def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:

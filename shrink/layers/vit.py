@@ -30,7 +30,7 @@ def _patch_conv(module: nn.Module) -> nn.Conv2d | None:
     return None
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each ViT's stored width attribute to its patch embedding's new output width."""
     for module in model.modules():
         if hasattr(module, "config"):

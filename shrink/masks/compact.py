@@ -184,7 +184,7 @@ def compact(model: nn.Module, example_inputs, *, atol: float = 1e-6, inplace: bo
         for layer, c, value in folds:
             _fold(layer, c, value)
     tracker, layout_before = Tracker(), layout.record(work)
-    apply_steps(work, dg, [], steps, tracker)
+    apply_steps(work, dg, [], steps, tracker, traced.seen)
     after, outputs = count(work, example_inputs, return_outputs=True)
     with torch.no_grad():
         outputs2 = _inputs.run(work, second)

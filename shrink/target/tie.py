@@ -54,7 +54,7 @@ def kinds(traced: graph.Traced) -> dict[str, str | None]:
             if len(sizes) > 1:
                 whole.update(ks)
     heads = [k for k in members if k.startswith("heads:")]
-    if "hidden" in whole and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model):
+    if "hidden" in whole and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model, traced.blocks):
         whole.add(heads[0])  # head size = hidden / heads: with the hidden width whole, so are the heads
     return {cut.name_of(x): None if kind in whole else kind for kind, xs in members.items() for cut, x, _ in xs}
 
@@ -68,7 +68,7 @@ def tie(space: Space, traced: graph.Traced) -> Space:
         if kind is not None:
             by_kind.setdefault(kind, []).append(j)
     heads = [k for k in by_kind if k.startswith("heads:")]
-    follow = "hidden" in by_kind and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model)
+    follow = "hidden" in by_kind and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model, traced.blocks)
     knobs, index = [], {}
     for kind, js in by_kind.items():
         if follow and kind == "hidden":

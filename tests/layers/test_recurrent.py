@@ -128,4 +128,4 @@ def test_a_discarded_state_is_never_mistaken_for_a_later_output():
         later = [out * 2 for _ in range(200)]  # new tensor objects, the kind that reuse a freed address
     finally:
         watch.close()
-    assert recurrent.fixed_state(watch, later) == {}
+    assert watch.fixed(later) == {}

@@ -1,0 +1,148 @@
+"""Hugging Face widths stated per stage: config lists such as ResNet's and ConvNeXt's ``hidden_sizes``.
+
+What the family looks like: the convolutional and hierarchical models (ResNet, ConvNeXt,
+SegFormer, RegNet, PVT, MobileViT) give each stage its own width in a list field
+(``hidden_sizes=[64, 128, 256, 512]``, ``embed_dims``, ``neck_hidden_sizes``), or a scalar outside
+the transformer fields (ResNet's stem ``embedding_size``), and derive the widths inside a stage
+from it: a bottleneck's inner width is ``hidden_sizes[i] // 4``, ConvNeXt's MLP is
+``4 * hidden_sizes[i]``. No config field states those inner widths, so one width for the whole
+model (uniform widths) kept all of them whole.
+
+How to cut: each entry is one unit of the config. Which layers it sets is found by building the
+model on the meta device (no memory) with that entry doubled and seeing whose shapes change
+(`governed`). The groups it sets lose the same fraction, and their kept widths are read off one
+more meta build with the entry's new value (`widths`), so that every derived width (a floor
+division, a ratio) is exactly what the config will build. After the cut, `write_back` finds
+the value of every entry the model's shapes now show and writes it into the config.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import torch
+from torch import nn
+
+from .rows import out_rows
+
+# Config fields that may state a width: names like hidden_sizes, embed_dims, embedding_size, neck_hidden_sizes.
+_NAME = re.compile(r"hidden|embed|channel|width|_dims?$|_sizes?$")
+_SKIP = re.compile(r"^num_channels$|head_dim|act|depth|patch|stride|kernel|ratio|heads|image|position|vocab|"
+                   r"label|layers|^num_|dropout|eps|range|window|group|scale|token|expert|rank")
+
+Entry = tuple[str, "int | None"]  # (config field, index in its list or None for a scalar)
+
+
+def entries(config) -> dict[Entry, int]:
+    """Every int config field (or int list entry) that may state a width, with its value."""
+    found: dict[Entry, int] = {}
+    for name, value in vars(config).items():
+        if name.startswith("_") or not _NAME.search(name) or _SKIP.search(name):
+            continue
+        if _is_int(value) and value > 1:
+            found[(name, None)] = value
+        elif isinstance(value, (list, tuple)) and value and all(_is_int(v) and v > 1 for v in value):
+            found.update({(name, i): v for i, v in enumerate(value)})
+    return found
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _with(config, changes: dict[Entry, int]):
+    config = copy.deepcopy(config)
+    for entry, value in changes.items():
+        _set(config, entry, value)
+    return config
+
+
+def _build(model: nn.Module, changes: dict[Entry, int]) -> nn.Module | None:
+    """``model``'s class built from its config with ``changes``, on the meta device (None: it refuses)."""
+    try:
+        with torch.device("meta"):
+            return type(model)(_with(model.config, changes))
+    except Exception:  # noqa: BLE001 - a family's __init__ may reject a changed config in many ways
+        return None
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _set(config, entry: Entry, value: int) -> None:
+    name, index = entry
+    if index is None:
+        setattr(config, name, value)
+    else:
+        values = list(getattr(config, name))
+        values[index] = value
+        setattr(config, name, type(getattr(config, name))(values))
+
+
+def governed(model: nn.Module) -> dict[Entry, dict[str, tuple[int, ...]]]:
+    """{entry: {tensor (state_dict key): the dims of it that the entry sets}}, read from the config
+    alone (the model may already be cut). A conv between two stages has one dim set by each."""
+    base = _build(model, {})
+    if base is None:
+        return {}
+    before, found = _shapes(base), {}
+    for entry, value in entries(model.config).items():
+        fresh = _build(model, {entry: 2 * value})
+        if fresh is None:
+            continue
+        changed = {k: tuple(d for d, (a, b) in enumerate(zip(before[k], shape)) if a != b)
+                   for k, shape in _shapes(fresh).items() if k in before and len(before[k]) == len(shape)}
+        changed = {k: dims for k, dims in changed.items() if dims}
+        if changed:
+            found[entry] = changed
+    return found
+
+
+def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str], *,
+           same_groups: bool = False) -> dict[str, int] | None:
+    """The output width of each of ``layers`` in the model the config builds with ``changes``; None
+    where it cannot be built, or with ``same_groups`` where it regroups a grouped conv (RegNet's
+    ``groups_width``: a cut keeps each conv's group count)."""
+    fresh = _build(model, changes)
+    if fresh is None:
+        return None
+    convs = {n: m.groups for n, m in model.named_modules()  # depthwise convs keep one group per channel
+             if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels}
+    if same_groups and any(getattr(fresh.get_submodule(n), "groups", g) != g for n, g in convs.items()):
+        return None
+    found = {}
+    for name in layers:
+        rows = out_rows(fresh.get_submodule(name))
+        if rows is None:
+            return None
+        found[name] = int(rows.shape[0])
+    return found
+
+
+def write_back(model: nn.Module) -> None:
+    """Set every entry whose layers the cut narrowed to the value that builds the model's shapes."""
+    base = _build(model, {})
+    if base is None:
+        return
+    old, now, values = _shapes(base), _shapes(model), entries(model.config)
+    for entry, keys in governed(model).items():
+        moved = {k: dims for k, dims in keys.items() if k in now and any(now[k][d] != old[k][d] for d in dims)}
+        for guess in _guesses(values[entry], old, now, moved):
+            fresh = _build(model, {entry: guess})
+            shapes = _shapes(fresh) if fresh is not None else {}
+            if shapes and all(shapes[k][d] == now[k][d] for k, dims in keys.items() if k in now for d in dims):
+                _set(model.config, entry, guess)
+                break
+
+
+def _guesses(value: int, old: dict, now: dict, moved: dict[str, tuple[int, ...]]) -> list[int]:
+    """Candidate new values of an entry: each moved dim scaled by value / its old size."""
+    out = []
+    for k, dims in moved.items():
+        for d in dims:
+            guess = round(now[k][d] * value / old[k][d])
+            if 0 < guess < value and guess not in out:
+                out.append(guess)
+    return out

@@ -1,0 +1,70 @@
+"""Widths a Hugging Face config states per stage (layers/hf_lists.py): each list entry is cut, the
+widths derived from it follow exactly, the lists are written back and the folder reloads identical.
+
+ResNet's bottleneck inner width is hidden_sizes[i] // 4 and ConvNeXt's MLP is 4 x hidden_sizes[i]:
+no field states them, so one width for the whole model used to keep all of them whole (1.0x)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import shrink
+from hf_models import transformers as T
+from shrink.layers import hf_lists
+
+
+def _resnet():  # embedding_size == hidden_sizes[0]: an identity shortcut joins the stem and stage 0
+    return T.ResNetForImageClassification(T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 48, 64],
+                                                         depths=[1, 2, 1, 1], num_labels=5))
+
+
+def _convnext():
+    return T.ConvNextForImageClassification(T.ConvNextConfig(hidden_sizes=[16, 32, 48, 64], depths=[1, 2, 1, 1],
+                                                             num_labels=5))
+
+
+STAGED = {"resnet": (_resnet, T.AutoModelForImageClassification), "convnext": (_convnext, T.AutoModelForImageClassification)}
+
+
+@pytest.mark.parametrize("name", sorted(STAGED))
+def test_stage_widths_are_cut_written_back_and_reload_identical(name, tmp_path):
+    factory, auto = STAGED[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.5 * result.before.params
+    sizes = result.model.config.hidden_sizes
+    assert all(new < old for new, old in zip(sizes, [16, 32, 48, 64])), sizes
+    if name == "resnet":  # the stem follows stage 0 (the identity shortcut adds them)
+        assert result.model.config.embedding_size == sizes[0]
+        inner = result.model.resnet.encoder.stages[1].layers[0].layer[0].convolution.out_channels
+        assert inner == sizes[1] // 4
+    else:
+        assert result.model.convnext.encoder.stages[1].layers[0].pwconv1.out_features == 4 * sizes[1]
+    loaded = auto.from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
+    with torch.no_grad():
+        want, got = result.model(**x).logits, loaded(**x).logits
+    assert want.shape == (2, 5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_governed_lists_each_entry_with_the_tensors_it_sets():
+    model = _convnext().eval()
+    found = hf_lists.governed(model)
+    assert set(found) == {("hidden_sizes", i) for i in range(4)}
+    # stage 1's MLP widths come from hidden_sizes[1] only (dim 0 of fc1's rows, dim 1 of fc2's)
+    assert found[("hidden_sizes", 1)]["convnext.encoder.stages.1.layers.0.pwconv1.weight"] == (0, 1)
+    assert "convnext.encoder.stages.1.layers.0.pwconv1.weight" not in found[("hidden_sizes", 2)]
+
+
+def test_write_back_finds_the_values_the_shapes_show():
+    model = _resnet().eval()
+    x = {"pixel_values": torch.randn(1, 3, 32, 32)}
+    result = shrink.compress(model, x, ratio=0.5)
+    cut = result.model
+    kept = list(cut.config.hidden_sizes)
+    cut.config.hidden_sizes = [16, 32, 48, 64]  # as the uncut config says
+    hf_lists.write_back(cut)
+    assert list(cut.config.hidden_sizes) == kept
