@@ -37,8 +37,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, norms,
-               padding, position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, norms, padding,
+               position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle, split_order,
+               tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("activation checkpointing (torch.utils.checkpoint, reentrant)", trace=checkpointing.Inline),
     Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
     Family("token embeddings scaled by sqrt(hidden) (Gemma)", finish=embed_scale.finish),
-    Family("norms without affine weights, or before an in-place activation (MONAI's ADN)", watch=norms.Unviewed,
+    Family("norms without affine weights, or before an in-place activation (MONAI's ADN)", trace=norms.Unviewed,
            pruners=norms.pruners),
     Family("resamplers storing and asserting their width (diffusers' Downsample2D)", finish=resample.finish),
 )

@@ -26,7 +26,7 @@ def _conv(module: nn.Module) -> nn.modules.conv._ConvNd | None:
                  if isinstance(c, nn.modules.conv._ConvNd)), None)
 
 
-def finish(model: nn.Module) -> None:
+def finish(model: nn.Module, seen: object = None) -> None:
     """Set each resampler's stored ``channels``/``out_channels`` from its cut conv."""
     for module in model.modules():
         conv = _conv(module)
