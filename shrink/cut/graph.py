@@ -226,7 +226,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
                     customized_pruners=customized or None,
                     verbose=False,
                 )
-            dg.set_concat_sizes(owners.cat_sizes)
+            dg.set_concat_sizes(owners.cat_sizes, owners.cat_last)
             dg.view_shapes = owners.view_shapes
             probe = seen.get(tied_attention.Probe)
             tied = probe.tied() if probe is not None else tied_attention.find(model)

@@ -252,17 +252,35 @@ class Graph(tp.DependencyGraph):
                 self.unwrapped_parameters.append(_helpers.UnwrappedParameters(parameters=weight, pruning_dim=1))
                 self._param_to_name[weight] = f"{name}.weight"
 
-    def set_concat_sizes(self, sizes: dict) -> None:
+    def set_concat_sizes(self, sizes: dict, last: dict | None = None) -> None:
         """The widths each concatenation joined, as recorded in the forward (grad_fn -> widths).
 
         torch-pruning infers them from the layers upstream, which is wrong where a slice comes
         first (ReXNet's ``cat([x[:, :c] + shortcut, x[:, c:]])`` counts the slice at the full
         width): its offsets then send indices past the ends of layers, and the walk never ends.
+
+        ``last``: the inputs' last-dim sizes of concatenations along another dim. Where those are
+        the channel widths torch-pruning infers for the inputs, the concatenation joins tokens, not
+        channels (a class token prepended to [B, N, C] patches with ``cat(dim=1)``, DINOv2 and
+        ViTs): every input keeps its channel indices, so it is traced as an element-wise op
+        (torch-pruning reads dim 1 as channels: it shifted the patches' channels by the class
+        token's count, and counted the tokens as the width of everything after it). A concatenation
+        whose recorded widths are the channel widths torch-pruning infers is mapped, also where
+        torch-pruning turned mapping off because a 3-d parameter (a class token) is upstream of it
+        (DINOv2's head: ``cat([h[:, 0], h[:, 1:].mean(1)], dim=1)``).
         """
+        last = last or {}
         for node in self.module2node.values():
             recorded = sizes.get(node.grad_fn)
             if isinstance(node.module, ops._ConcatOp) and recorded and len(recorded) == len(node.inputs):
                 node.module.concat_sizes = list(recorded)
+                widths = last.get(node.grad_fn)
+                inferred = [shape_infer.infer_channels_between(self, n, node) for n in node.inputs]
+                if widths and widths != recorded and len(set(widths)) == 1 and widths == inferred:
+                    node.type, node.module.concat_sizes = ops.OPTYPE.ELEMENTWISE, None
+                elif recorded == inferred:
+                    node.enable_index_mapping = True
+        self._mapped_widths = None  # the mappings read these sizes
 
     def _update_index_mapping(self) -> None:
         """torch-pruning's index mappings, less the flattens it infers for reshapes that keep the channels in place.

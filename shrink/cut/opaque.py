@@ -121,6 +121,7 @@ class _Owners(TorchFunctionMode):
         self.stack: list[nn.Module] = []
         self.owner: dict = {}
         self.cat_sizes: dict = {}  # a concatenation's grad_fn -> the widths it joined (grouping.py)
+        self.cat_last: dict = {}  # a concatenation's grad_fn -> its inputs' last-dim sizes, if it joins another dim
         self.view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape) (grouping.py)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -142,6 +143,8 @@ class _Owners(TorchFunctionMode):
         dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
         if all(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors):
             self.cat_sizes[out.grad_fn] = [int(t.shape[dim]) for t in tensors]
+            if out.dim() >= 3 and dim % out.dim() != out.dim() - 1:
+                self.cat_last[out.grad_fn] = [int(t.shape[-1]) for t in tensors]
 
 
 _CATS = (torch.cat, torch.concat, torch.concatenate)

@@ -82,8 +82,44 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
+        if problems and _follow_untraced(model, dg, tracker):
+            problems = hf_config.check(model)
         if problems:
             log.info("the Hugging Face config cannot describe the cut model: %s", "; ".join(problems))
+
+
+def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
+    """Cut the tensors the forward never read that the config builds at a cut width (DINOv2's and
+    ViT's ``mask_token``, used only when masked positions are passed): along the one dim the
+    config narrows, keeping the indices of the one cut width of that size. Returns whether any was cut."""
+    expected = hf_config.built_shapes(model)
+    if not expected:
+        return False
+    options: dict[tuple[int, int], set[tuple[int, ...]]] = defaultdict(set)
+    for name, dims in tracker.kept.items():
+        if "out" in dims:
+            options[(tracker.before[name]["out"], len(dims["out"]))].add(tuple(dims["out"]))
+    done = False
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        want = expected.get(name)
+        if want is None or len(want) != tensor.dim() or tuple(tensor.shape) == want:
+            continue
+        owner, _, leaf = name.rpartition(".")
+        module = model.get_submodule(owner)
+        if tensor in dg.module2node or module in dg.module2node:
+            continue  # traced: its cut (maybe still to come) is the graph's
+        dims = [d for d in range(tensor.dim()) if want[d] != tensor.shape[d]]
+        kept = options.get((tensor.shape[dims[0]], want[dims[0]]), set()) if len(dims) == 1 else set()
+        if len(kept) != 1:
+            continue  # several cut widths of that size (or none): which indices it keeps is unknown
+        with torch.no_grad():
+            value = tensor.index_select(dims[0], torch.tensor(next(iter(kept)), device=tensor.device)).clone()
+        if isinstance(tensor, nn.Parameter):
+            setattr(module, leaf, nn.Parameter(value, requires_grad=tensor.requires_grad))
+        else:
+            module._buffers[leaf] = value
+        done = True
+    return done
 
 
 def _rescale_mha_queries(head_dims: dict[nn.MultiheadAttention, int]) -> None:

@@ -139,7 +139,7 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     open_groups = {x.root_name: (c, x) for kind, members in kinds.items()
                    if counts.get(kind) == 0 and kind.split(":")[0] not in ("hidden", "heads")
                    for c, x, _ in members if isinstance(c, GroupCut) and not c.whole(x)}
-    kind_of = {x.root_name: kind for kind, members in kinds.items() for _, x, _ in members}
+    kind_of = {c.name_of(x): kind for kind, members in kinds.items() for c, x, _ in members}
     if not open_groups:
         return {}
     model, values = traced.model, hf_lists.entries(traced.model.config)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # Layers whose outputs are a feed-forward block's hidden units, by the end of their qualified name.
 FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
-    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
+    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1|feed_forward\.intermediate_dense)$"
 )
 # A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
@@ -121,6 +121,8 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
     field = ffn_ratio_field(model)
     ratio = ratio_for_widths([(u, w) for _, u, w in ffn_layers(model)]) if field else None
     if ratio is not None:  # Swin: int(mlp_ratio * dim) units in every stage
+        if isinstance(getattr(config, field), int) and float(ratio).is_integer():
+            ratio = int(ratio)  # DINOv2 declares an int field (and validates it)
         setattr(config, field, ratio)
     one_head_dim = len(after.get("head_dim", ())) == 1 and len(after.get("heads", ())) == 1  # not Swin's stages
     if one_head_dim and getattr(config, "head_dim", None) is None:
@@ -133,6 +135,16 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
         hf_lists.write_back(model)
         problems = check(model)
     return problems
+
+
+def built_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """{state_dict key: shape} of the model ``model.config`` builds (on the meta device); {} if it fails."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(model.config)
+    except Exception:  # noqa: BLE001 - a family's __init__ may reject a config in many ways
+        return {}
+    return {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
 def check(model: nn.Module) -> list[str]:
