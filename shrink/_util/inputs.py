@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Union
@@ -109,6 +110,21 @@ def flatten_outputs(output: Any, prefix: str = "output") -> dict[str, torch.Tens
         for i, value in enumerate(output):
             found.update(flatten_outputs(value, f"{prefix}_{i}"))
     return found
+
+
+# What a Hugging Face task model returns beside its task outputs (logits, start/end logits, ...):
+# states whose width follows the config after a cut, as they do in the model the folder rebuilds.
+_STATES = re.compile(r"^(encoder_|decoder_)?(last_hidden_state|hidden_states|attentions|cross_attentions|"
+                     r"pooler_output|past_key_values)(_\d+)*$")
+
+
+def task_outputs(found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``found`` (from `flatten_outputs`) less the hidden states a model with logits returns beside
+    them: a seq2seq model's ``encoder_last_hidden_state`` is no task output, so the hidden width
+    may narrow while the logits keep their shape."""
+    if not any(k.split(".")[0].endswith("logits") for k in found):
+        return found
+    return {k: v for k, v in found.items() if not _STATES.match(k.split(".")[0])}
 
 
 def describe(example_inputs: ExampleInputs) -> str:

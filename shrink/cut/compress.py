@@ -245,7 +245,7 @@ def compress(
     work = model if inplace else clone(model)
     layout_before = layout.record(work)  # on the copy that is cut: objects it holds are compared by identity
     before, outputs = count(work, example_inputs, return_outputs=True)
-    shapes = {k: v.shape for k, v in _inputs.flatten_outputs(outputs).items()}
+    shapes = {k: v.shape for k, v in _inputs.task_outputs(_inputs.flatten_outputs(outputs)).items()}
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)
     traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs, timeout=trace_timeout)
@@ -369,7 +369,7 @@ def check_outputs(model: nn.Module, example_inputs, expected: Mapping[str, torch
     last look after re-initialisation, on the same forward pass that counts the size.
     """
     size, out = count(model, example_inputs, return_outputs=True)
-    got = {k: v.shape for k, v in _inputs.flatten_outputs(out).items()}
+    got = {k: v.shape for k, v in _inputs.task_outputs(_inputs.flatten_outputs(out)).items()}
     changed = sorted(k for k in expected if got.get(k) != expected[k])
     if changed:
         k = changed[0]

@@ -12,6 +12,7 @@ import difflib
 import math
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -58,6 +59,7 @@ class Group:
     kinds: tuple[str, ...]
     parts: tuple[Member, ...]
     protected: str | None = None
+    followers: tuple[Group, ...] = ()  # groups cut with this one's indices: a tensor tied between them
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -193,7 +195,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     fixed: dict[nn.Module, str] = {}  # modules whose width the caller sees (layers/registry.py)
 
     def capture(out):
-        found = _inputs.flatten_outputs(out)
+        found = _inputs.task_outputs(_inputs.flatten_outputs(out))
         output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
         fixed.update(seen.fixed(list(found.values())))
         return list(found.values())
@@ -253,7 +255,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             for group in traced.groups:  # analyze shows that these widths also narrow every head (tied_attention.py)
                 if any(group.has(names[b.qkv], "in") for b in traced.tied):
                     group.kinds = tuple(sorted({*group.kinds, "attention head dims"}))
-            _protect_tied(dg, traced.groups)
+            _link_tied(dg, traced.groups)
             traced.kept = _kept_whole(model, traced, ignored)
     except (ShrinkValueError, KeyboardInterrupt):
         raise
@@ -294,30 +296,78 @@ def _nearest_owner(node, owners, depth: int = 3):
     return None
 
 
-def _protect_tied(dg, groups: list[Group]) -> None:
-    """A weight tied between groups (T5/BART embeddings shared by encoder, decoder and LM head)
-    would be cut once per group, differently: groups that narrow one tied tensor along the same
-    dimension stay whole. (GPT-2's tied head is one group: embedding and head share its width.)"""
-    owners: dict[tuple[int, int], set[int]] = {}
-    holders: dict[int, set[int]] = {}
+def _tensor_dim(module: nn.Module, is_out: bool) -> int:
+    """The dim of ``module.weight`` that its output (or input) channels index."""
+    stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
+    return (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
+
+
+def _weight(module) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None) if isinstance(module, nn.Module) else None
+    return weight if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
+
+
+def tied_elsewhere(dg, tp_group) -> list[tuple[nn.Module, bool]]:
+    """Layers outside ``tp_group`` that hold one of its weights and narrow it along the same dim,
+    as (layer, whether by its outputs): a tied tensor is cut once, so their channels go with
+    this group's (BERT's masked-LM decoder reads the word embeddings' columns; BART's encoder,
+    decoder and LM head share one table)."""
+    mine, dims = set(), set()
     alive = []  # a computed weight (weight norm) is a new tensor per access: held, so no id is reused
+    for dep, _ in tp_group:
+        module, weight = dep.target.module, _weight(dep.target.module)
+        if weight is not None:
+            alive.append(weight)
+            mine.add(module)
+            dims.add((id(weight), _tensor_dim(module, dg.is_out_channel_pruning_fn(dep.handler))))
+    found = []
+    for module in dg.module2node:
+        weight = _weight(module)
+        alive.append(weight)
+        if weight is None or module in mine:
+            continue
+        found += [(module, is_out) for is_out in (True, False) if (id(weight), _tensor_dim(module, is_out)) in dims]
+    return found
+
+
+def _link_tied(dg, groups: list[Group]) -> None:
+    """Groups that narrow one tied tensor along the same dim are cut together: the largest leads,
+    the others follow it with the same indices (`tied_elsewhere`) and leave the list. Where their
+    widths differ they stay whole. (GPT-2's tied head is one group: embedding and head share its width.)"""
+    where = {}  # (layer, by outputs) -> index of its group
     for gi, group in enumerate(groups):
         for dep, _ in group.tp_group:
-            module = dep.target.module
-            weight = getattr(module, "weight", None) if isinstance(module, nn.Module) else None
-            if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
-                continue
-            is_out = dg.is_out_channel_pruning_fn(dep.handler)
-            stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
-            dim = (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
-            alive.append(weight)
-            owners.setdefault((id(weight), dim), set()).add(gi)
-            holders.setdefault(id(weight), set()).add(id(module))
-    # Only tensors held by several modules are tied.
-    for (w, _), shared in owners.items():
-        if len(shared) > 1 and len(holders[w]) > 1:
-            for gi in shared:
-                groups[gi].protected = groups[gi].protected or "a weight tied with another group (shared embeddings)"
+            if isinstance(dep.target.module, nn.Module):
+                where.setdefault((dep.target.module, dg.is_out_channel_pruning_fn(dep.handler)), gi)
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for gi, group in enumerate(groups):
+        for place in tied_elsewhere(dg, group.tp_group):
+            other = where.get(place)
+            if other is not None:
+                parent[root(other)] = root(gi)
+    linked: dict[int, list[int]] = defaultdict(list)
+    for gi in range(len(groups)):
+        linked[root(gi)].append(gi)
+    gone = set()
+    for members in linked.values():
+        if len(members) < 2:
+            continue
+        tied = [groups[gi] for gi in members]
+        if len({g.width for g in tied}) > 1 or any(g.channel_groups != 1 for g in tied):
+            for g in tied:
+                g.protected = g.protected or "a weight tied with another group of another width (shared embeddings)"
+            continue
+        leader = max(tied, key=lambda g: (g.protected is None, len(g.parts)))
+        leader.followers = tuple(g for g in tied if g is not leader)
+        leader.protected = leader.protected or next((g.protected for g in leader.followers if g.protected), None)
+        gone.update(id(g) for g in leader.followers)
+    groups[:] = [g for g in groups if id(g) not in gone]
 
 
 def _output_projection(dg, block: AttentionBlock) -> nn.Module | None:

@@ -125,7 +125,7 @@ def run_named(model: nn.Module, example_inputs) -> tuple[dict[str, torch.Tensor]
     finally:
         for h in handles:
             h.remove()
-    return {k: v.detach().clone() for k, v in _inputs.flatten_outputs(out).items()}, None
+    return {k: v.detach().clone() for k, v in _inputs.task_outputs(_inputs.flatten_outputs(out)).items()}, None
 
 
 def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: Callable[[], nn.Module], *,

@@ -28,6 +28,7 @@ from ..errors import PlanMismatchError
 from ..layers import attention, hf_moe, parametrized, std_conv, tied_attention
 from . import units as _units
 from . import verify
+from .graph import tied_elsewhere
 from .plan import Step
 
 
@@ -82,32 +83,14 @@ class GroupCut(CutKind):
                 f"the plan removes index {max(step.removed)} of {step.layer!r} ({step.dim}), "
                 f"which has only {size} channels here. Load the plan onto the architecture it was made from."
             )
-        group = dg.get_pruning_group(module, fn, list(step.removed))
-        extra = []
-        for item in group:
-            target = item.dep.target.module
-            name = surgery.name_of(target)
-            if name is None:
-                continue  # an operation (add, reshape...), nothing stored
-            is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
-            if isinstance(target, nn.Parameter):  # torch-pruning keeps a bare parameter's dim on its node
-                now = target.shape[item.dep.target.pruning_dim]
-            else:
-                target_pruner = dg.get_pruner_of_module(target)
-                now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
-            if now is None:
-                continue  # nothing stored per channel (a PReLU with one slope for all channels)
-            tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
-            if is_out and std_conv.extra_rows(target):
-                extra.append((target, int(now), list(item.idxs)))
-        with parametrized.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
-            group.prune(record_history=False)
-        for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
-            std_conv.cut_rows(target, width, removed)
+        # A tensor tied to another group is cut once: that group loses the same indices (graph.tied_elsewhere).
+        groups = _with_tied(dg, dg.get_pruning_group(module, fn, list(step.removed)), list(step.removed))
+        for group in groups:
+            _cut_group(group, surgery, tracker)
 
     def exact(self, traced, step: Step) -> bool:
         group = verify.find_group(traced, step)
-        if group is None or not verify.exact(group):
+        if group is None or not all(verify.exact(g) for g in (group, *group.followers)):
             return False
         # A width that also narrows tied heads is cut together with their head_dims step.
         tied_inputs = {(traced.names[b.qkv], "in") for b in getattr(traced, "tied", ())}
@@ -118,17 +101,19 @@ class GroupCut(CutKind):
         pruner = traced.dg.get_pruner_of_module(root)
         fn = pruner.prune_out_channels if step.dim == "out" else pruner.prune_in_channels
         found = []
-        for item in traced.dg.get_pruning_group(root, fn, list(step.removed)):
-            module = item.dep.target.module
-            if not isinstance(module, nn.Module) or traced.dg.is_out_channel_pruning_fn(item.dep.handler):
-                continue
-            if verify.reads_channels(module):
-                found.append((module, [int(i) for i in item.idxs]))
+        removed = list(step.removed)
+        for group in _with_tied(traced.dg, traced.dg.get_pruning_group(root, fn, removed), removed):
+            for item in group:
+                module = item.dep.target.module
+                if not isinstance(module, nn.Module) or traced.dg.is_out_channel_pruning_fn(item.dep.handler):
+                    continue
+                if verify.reads_channels(module):
+                    found.append((module, [int(i) for i in item.idxs]))
         return found
 
     def touched(self, traced, step: Step) -> tuple[str, ...]:
         group = verify.find_group(traced, step)
-        return tuple(m.name for m in group.parts) if group else (step.layer,)
+        return tuple(m.name for g in (group, *group.followers) for m in g.parts) if group else (step.layer,)
 
     # Uniform widths: the candidate is a traced `Group`.
     def name_of(self, group) -> str:
@@ -265,3 +250,42 @@ def of(op: str) -> CutKind:
         raise PlanMismatchError(f"unknown plan step {op!r} (this shrink knows {sorted(KINDS)}); "
                                 "the plan was written by another version of shrink")
     return kind
+
+
+def _with_tied(dg, group, removed: list[int]) -> list:
+    """``group`` and the groups a tensor tied to it makes lose the same indices (graph.tied_elsewhere)."""
+    groups, reached = [group], {(item.dep.target.module, dg.is_out_channel_pruning_fn(item.dep.handler))
+                                for item in group}
+    for module, is_out in tied_elsewhere(dg, group):
+        if (module, is_out) in reached:
+            continue
+        pruner = dg.get_pruner_of_module(module)
+        other = dg.get_pruning_group(module, pruner.prune_out_channels if is_out else pruner.prune_in_channels, removed)
+        reached |= {(item.dep.target.module, dg.is_out_channel_pruning_fn(item.dep.handler)) for item in other}
+        groups.append(other)
+    return groups
+
+
+def _cut_group(group, surgery, tracker) -> None:
+    """Cut one torch-pruning group, recording the kept indices of every layer it narrows."""
+    dg, extra = surgery.dg, []
+    for item in group:
+        target = item.dep.target.module
+        name = surgery.name_of(target)
+        if name is None:
+            continue  # an operation (add, reshape...), nothing stored
+        is_out = dg.is_out_channel_pruning_fn(item.dep.handler)
+        if isinstance(target, nn.Parameter):  # torch-pruning keeps a bare parameter's dim on its node
+            now = target.shape[item.dep.target.pruning_dim]
+        else:
+            target_pruner = dg.get_pruner_of_module(target)
+            now = target_pruner.get_out_channels(target) if is_out else target_pruner.get_in_channels(target)
+        if now is None:
+            continue  # nothing stored per channel (a PReLU with one slope for all channels)
+        tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
+        if is_out and std_conv.extra_rows(target):
+            extra.append((target, int(now), list(item.idxs)))
+    with parametrized.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
+        group.prune(record_history=False)
+    for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
+        std_conv.cut_rows(target, width, removed)

@@ -12,6 +12,12 @@ stream is unchanged. Where the output head is tied to the same table (Gemma), th
 now read ``old / new`` times larger logits, and the norm feeding it is multiplied by ``new /
 old`` (a plain norm's weight and bias, or Gemma's ``1 + weight``). A head tied to a table whose
 norm cannot be found is left as it was; `save_pretrained`'s read-back then names the scale.
+
+T5 does the like at the other end: with its head tied to the embeddings it multiplies the
+decoder's output by ``model_dim ** -0.5``, ``model_dim`` an int set from ``d_model`` when the model
+is built. After a cut of ``d_model`` `finish` sets ``model_dim`` to the new width and multiplies
+the decoder's final norm by ``sqrt(new / old)``, so the logits are unchanged in memory and in a
+reloaded folder.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def finish(model: nn.Module, seen: object = None) -> None:
     """Fold each scaled embedding's change of scale into its weights (see the module docstring)."""
     if not (hasattr(model, "config") and hasattr(model, "save_pretrained")):
         return  # only a config rebuilds the scale; a plain module keeps its buffer as it is
+    _tied_head_scale(model)
     for embedding in [m for m in model.modules() if isinstance(m, nn.Embedding)]:
         scale = embedding._buffers.get("embed_scale")
         if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
@@ -42,6 +49,18 @@ def finish(model: nn.Module, seen: object = None) -> None:
             scale.fill_(new)
         if isinstance(getattr(embedding, "scalar_embed_scale", None), float):
             embedding.scalar_embed_scale = new
+
+
+def _tied_head_scale(model: nn.Module) -> None:
+    """T5's ``sequence_output * model_dim ** -0.5`` before a tied head, after a cut of ``d_model``."""
+    old, head = getattr(model, "model_dim", None), getattr(model, "lm_head", None)
+    if not isinstance(old, int) or not isinstance(head, nn.Linear) or head.in_features == old:
+        return
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    norm = _norm_before_head(model)
+    if norm is not None and _scale_norm(norm, math.sqrt(head.in_features / old)):
+        model.model_dim = head.in_features
 
 
 def _norm_before_head(model: nn.Module) -> nn.Module | None:
