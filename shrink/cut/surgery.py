@@ -113,7 +113,7 @@ def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
         if len(kept) != 1:
             continue  # several cut widths of that size (or none): which indices it keeps is unknown
         with torch.no_grad():
-            value = tensor.index_select(dims[0], torch.tensor(next(iter(kept)), device=tensor.device)).clone()
+            value = tensor.index_select(dims[0], torch.tensor(next(iter(kept)), dtype=torch.long, device=tensor.device)).clone()
         if isinstance(tensor, nn.Parameter):
             setattr(module, leaf, nn.Parameter(value, requires_grad=tensor.requires_grad))
         else:
@@ -167,3 +167,14 @@ def _retie(shared: list[list[tuple[nn.Module, str]]]) -> None:
             )
         for module, attr in places[1:]:
             setattr(module, attr, first)
+        for module, attr in places:  # a place outside the traced graph (T5's shared table) states its size too
+            if attr == "weight":
+                _sizes_from_weight(module)
+
+
+def _sizes_from_weight(module: nn.Module) -> None:
+    rows, cols = module.weight.shape[:2]
+    if isinstance(module, nn.Embedding):
+        module.num_embeddings, module.embedding_dim = rows, cols
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = rows, cols
