@@ -31,6 +31,7 @@ import tempfile
 import time
 import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +58,9 @@ WIDTH, HEADS_N, FFN, LAYERS, VOCAB, IMAGE, POSITIONS = 64, 4, 128, 2, 256, 64, 1
 FIELDS = (  # (value, names): pairs, not a dict, since several sizes share a value
     (WIDTH, ("hidden_size", "n_embd", "d_model", "embed_dim", "n_embed", "d_embed", "word_embed_proj_dim", "dim",
              "model_dim", "emb_dim")),
-    (32, ("embedding_size", "projection_dim", "proj_dim", "d_inner_hid")),
+    (32, ("embedding_size", "projection_dim", "proj_dim", "d_inner_hid", "kv_lora_rank", "q_lora_rank")),
+    (16, ("qk_nope_head_dim", "v_head_dim")),  # multi-head latent attention (DeepSeek)
+    (8, ("qk_rope_head_dim",)),
     (HEADS_N, ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
                "decoder_attention_heads", "num_attention_heads_per_layer")),
     (FFN, ("intermediate_size", "n_inner", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim", "d_ff", "d_inner",
@@ -70,8 +73,14 @@ FIELDS = (  # (value, names): pairs, not a dict, since several sizes share a val
     (IMAGE, ("image_size",)),
     (4, ("num_local_experts", "num_experts", "n_routed_experts")),
     (2, ("num_experts_per_tok", "num_selected_experts", "top_k")),
-    (1, ("n_shared_experts", "num_shared_experts")),
+    (1, ("n_shared_experts", "num_shared_experts", "n_group", "topk_group")),  # one routing group of 4 experts
 )
+
+
+def _names(value: int) -> tuple[str, ...]:
+    return next(names for v, names in FIELDS if v == value)
+
+
 # Per-stage lists (vision backbones): widths scaled down together, depths one block each.
 WIDTH_LISTS = ("hidden_sizes", "embed_dims", "dims", "widths", "embedding_dims", "neck_hidden_sizes",
                "decoder_hidden_sizes", "channels", "hidden_dims", "stage_dims")
@@ -85,16 +94,21 @@ def small(config):
     from transformers import PretrainedConfig
 
     values = vars(config)
+    stages = {len(values[n]) for n in DEPTH_LISTS if _int_list(values.get(n))}  # Swin's num_layers = len(depths)
+    layers_before = {values[n] for n in _names(LAYERS) if isinstance(values.get(n), int) and values[n] > LAYERS
+                     and values[n] not in stages}
     for value, names in FIELDS:
         for name in names:
             old = values.get(name)
+            if value == LAYERS and old in stages:
+                continue
             if isinstance(old, int) and not isinstance(old, bool) and old > value:
                 setattr(config, name, value)
     heads, kv = values.get("num_attention_heads"), values.get("num_key_value_heads")
     if isinstance(kv, int) and isinstance(heads, int):
         config.num_key_value_heads = 2 if kv < heads or kv == 1 else heads  # GQA stays GQA, MHA stays MHA
     if isinstance(values.get("head_dim"), int) and isinstance(heads, int):
-        width = next((values[n] for n in FIELDS[0][1] if isinstance(values.get(n), int)), WIDTH)
+        width = next((values[n] for n in _names(WIDTH) if isinstance(values.get(n), int)), WIDTH)
         config.head_dim = max(width // heads, 8)
     widths = [values[n] for n in WIDTH_LISTS if _int_list(values.get(n))]
     if widths:
@@ -124,10 +138,32 @@ def small(config):
     _fit_token_ids(config)
     for name, value in list(values.items()):
         if isinstance(value, PretrainedConfig):
-            small(value)
+            setattr(config, name, small(value))
     if hasattr(config, "num_labels"):
         config.num_labels = 3
+    return _rebuilt(config, layers_before)
+
+
+def _rebuilt(config, layers_before: set[int]):
+    """The config built again from its fields, with its per-layer lists (``layer_types``) as long
+    as the new layer count: the first entries and the first other kind (a hybrid keeps one
+    attention layer, an MoE one sparse layer), or else derived again by the config."""
+    fields = config.to_dict()
+    derived = {k: v for k, v in fields.items() if isinstance(v, list) and len(v) in layers_before}
+    shortened = {k: _layers_of_each_kind(v) for k, v in derived.items()}
+    for lists in (shortened, {}):
+        try:
+            return type(config)(**{k: v for k, v in fields.items() if k not in derived}, **lists)
+        except Exception:  # noqa: BLE001 - try the next way
+            continue
+    for k in derived:  # a config that does not rebuild keeps its fields, lists cut short
+        setattr(config, k, getattr(config, k)[:LAYERS])
     return config
+
+
+def _layers_of_each_kind(values: list) -> list:
+    other = next((v for v in values[LAYERS - 1:] if v not in values[:LAYERS - 1]), values[LAYERS - 1])
+    return [*values[:LAYERS - 1], other]
 
 
 def _int_list(value) -> bool:
@@ -412,6 +448,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=180, help="seconds per type")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "hf_types", help="path stem of .md/.json")
     parser.add_argument("--resume", action="store_true", help="keep the rows of OUT.partial.jsonl, run the rest")
+    parser.add_argument("--update", action="store_true",
+                        help="with --types: replace those rows in OUT.json, keep the others (marked in the header)")
+    parser.add_argument("--jobs", type=int, default=1, help="types run side by side (one thread each)")
     args = parser.parse_args()
     import torch
     import transformers
@@ -425,23 +464,29 @@ def main() -> None:
         chosen = dict(list(chosen.items())[:args.limit])
     partial = args.out.with_suffix(".partial.jsonl")
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if args.resume and partial.exists() else []
+    info = {**machine(), "timeout_s": args.timeout, "types_side_by_side": args.jobs}
+    if args.update:
+        if not args.types:
+            parser.error("--update needs --types")
+        previous = json.loads(args.out.with_suffix(".json").read_text())
+        rows = [r for r in previous["rows"] if r["type"] not in chosen]
+        skipped = {**previous["not_swept"], **skipped}
+        info = {**previous["machine"], "updated": f"{len(chosen)} types re-run later: {', '.join(sorted(chosen))}"}
     done = {r["type"] for r in rows}
     if not args.resume:
         partial.write_text("")
-    info = {**machine(), "timeout_s": args.timeout}
     load_before = os.getloadavg()
-    for i, (t, (head, cls)) in enumerate(chosen.items()):
-        if t in done:
-            continue
-        row = run_one(t, head, cls, args.timeout)
-        rows.append(row)
-        with partial.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        err = row.get("error") or row.get("save_error") or row.get("onnx_error") or ""
-        print(f"[{i + 1}/{len(chosen)}] {t:28s} {row['status']:15s} {row.get('params_removed', '')!s:7s} "
-              f"{row['wall_s']:6.1f}s {err[:100]}", flush=True)
-    info["load_average_before"] = "/".join(f"{v:.2f}" for v in load_before)
-    info["load_average_after"] = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    todo = [(t, head, cls) for t, (head, cls) in chosen.items() if t not in done]
+    with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for i, row in enumerate(pool.map(lambda item: run_one(*item, args.timeout), todo)):
+            rows.append(row)
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            err = row.get("error") or row.get("save_error") or row.get("onnx_error") or ""
+            print(f"[{i + 1}/{len(todo)}] {row['type']:28s} {row['status']:15s} {row.get('params_removed', '')!s:7s} "
+                  f"{row['wall_s']:6.1f}s {err[:100]}", flush=True)
+    info["load_average_before" if not args.update else "load_average_before_update"] = "/".join(f"{v:.2f}" for v in load_before)
+    info["load_average_after" if not args.update else "load_average_after_update"] = "/".join(f"{v:.2f}" for v in os.getloadavg())
     write(rows, skipped, info, args.out)
     print(json.dumps(counts(rows), indent=1))
 
