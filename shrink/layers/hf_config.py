@@ -41,6 +41,9 @@ FIELDS = {
     "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
     "encoder.ffn": ("encoder_ffn_dim",),
     "decoder.ffn": ("decoder_ffn_dim",),
+    # Each expert's FFN, where the config has a field of its own for it (Qwen2-MoE's moe_intermediate_size;
+    # Mixtral's experts are intermediate_size wide, so there they count as "ffn").
+    "expert_ffn": ("moe_intermediate_size", "expert_intermediate_size"),
 }
 
 
@@ -79,8 +82,10 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
             rows = out_rows(module)
             if rows is not None:
                 add("ffn", _part(name), rows.shape[0] // 2 if fused else rows.shape[0])
-    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN (Mixtral's intermediate_size)
-        add("ffn", _part(name), hf_moe.width(experts))
+    config = getattr(model, "config", None)
+    own_field = config is not None and any(n in vars(config) for n in FIELDS["expert_ffn"])
+    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN
+        add("expert_ffn" if own_field else "ffn", _part(name), hf_moe.width(experts))
     return sizes
 
 
