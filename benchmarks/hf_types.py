@@ -151,6 +151,8 @@ def _rebuilt(config, layers_before: set[int]):
     fields = config.to_dict()
     derived = {k: v for k, v in fields.items() if isinstance(v, list) and len(v) in layers_before}
     shortened = {k: _layers_of_each_kind(v) for k, v in derived.items()}
+    if layers_before:  # a backbone's stage names follow the layer count (BEiT's out_features=['stage12'])
+        derived.update({k: None for k in ("out_features", "out_indices", "stage_names") if k in fields})
     for lists in (shortened, {}):
         try:
             return type(config)(**{k: v for k, v in fields.items() if k not in derived}, **lists)
