@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 # Layers whose outputs are a feed-forward block's hidden units, by the end of their qualified name.
 FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
-    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1)$"
+    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1"
+    # speech encoders: wav2vec2/HuBERT/WavLM/SEW, the conformers' two half-step FFNs (Parakeet)
+    r"|(feed_forward|ffn[12])\.intermediate_dense|feed_forward[12]?\.linear1"
+    # gated FFNs under other parent names (Jamba, Bamba, Pixtral, AIMv2, RecurrentGemma, LFM)
+    r"|(feed_forward|ffn|mlp_block)\.(gate_proj|up_proj)|feed_forward\.w[13]"
+    r"|mlp\.linear_fc1|mlp\.wi|feed_forward\.intermediate|intermediate_query\.dense)$"
 )
 # A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")

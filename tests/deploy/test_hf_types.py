@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import shrink
@@ -30,3 +31,25 @@ def test_experts_width_goes_to_moe_intermediate_size_not_the_dense_ffn_field(tmp
     assert loaded.config.moe_intermediate_size == 32
     assert loaded.config.intermediate_size == 96
     assert result.after.params < result.before.params
+
+
+def _audio_inputs():
+    return {"input_values": torch.randn(1, 2000, generator=torch.Generator().manual_seed(0))}
+
+
+def _wav2vec2_config(**extra):
+    return dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 4), num_feat_extract_layers=2,
+                num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, num_labels=3, **extra)
+
+
+@pytest.mark.parametrize("family", ["Wav2Vec2", "Hubert"])
+def test_speech_encoder_ffn_is_cut_and_stated_as_intermediate_size(family, tmp_path):
+    # feed_forward.intermediate_dense is intermediate_size wide in every wav2vec2-style encoder.
+    torch.manual_seed(0)
+    config = getattr(T, f"{family}Config")(**_wav2vec2_config())
+    model = getattr(T, f"{family}ForSequenceClassification")(config)
+    result, loaded = _round_trip(model, _audio_inputs(), tmp_path)
+    assert loaded.config.intermediate_size == 32
+    encoder = getattr(result.model, family.lower()).encoder
+    assert {layer.feed_forward.intermediate_dense.out_features for layer in encoder.layers} == {32}
