@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, padding,
                position_bias, positional, recurrent, rows, selective_kernel, shuffle, split_order, tied_attention, vit)
+from . import hf_embed_scale
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("activation checkpointing (torch.utils.checkpoint, reentrant)", watch=checkpointing.Inline),
     Family("hand-written norms storing their width (ConvNeXt's LayerNorm)", finish=norm_shape.finish),
     Family("token embeddings scaled by sqrt(hidden) (Gemma)", finish=embed_scale.finish),
+    Family("token embeddings scaled by a float sqrt(hidden) (BioGPT, XGLM)", finish=hf_embed_scale.finish),
 )
 
 

@@ -53,3 +53,13 @@ def test_speech_encoder_ffn_is_cut_and_stated_as_intermediate_size(family, tmp_p
     assert loaded.config.intermediate_size == 32
     encoder = getattr(result.model, family.lower()).encoder
     assert {layer.feed_forward.intermediate_dense.out_features for layer in encoder.layers} == {32}
+
+
+def test_float_embed_scale_is_folded_so_biogpt_reloads_identical(tmp_path):
+    # BioGptScaledWordEmbedding multiplies by a float sqrt(hidden_size) set from the config.
+    torch.manual_seed(0)
+    config = T.BioGptConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=64, scale_embedding=True)
+    result, loaded = _round_trip(T.BioGptForCausalLM(config), token_inputs(), tmp_path)
+    assert loaded.config.hidden_size < 32
+    assert loaded.biogpt.embed_tokens.embed_scale == pytest.approx(loaded.config.hidden_size ** 0.5)
