@@ -472,7 +472,7 @@ def main() -> None:
             parser.error("--update needs --types")
         previous = json.loads(args.out.with_suffix(".json").read_text())
         rows = [r for r in previous["rows"] if r["type"] not in chosen]
-        skipped = {**previous["not_swept"], **skipped}
+        skipped = {t: why for t, why in {**previous["not_swept"], **skipped}.items() if t not in chosen}
         info = {**previous["machine"], "updated": f"{len(chosen)} types re-run later: {', '.join(sorted(chosen))}"}
     done = {r["type"] for r in rows}
     if not args.resume:
