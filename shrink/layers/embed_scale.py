@@ -2,7 +2,8 @@
 
 What the family looks like: an ``nn.Embedding`` holding a non-persistent scalar buffer
 ``embed_scale`` that its forward multiplies in (Gemma, Gemma 2 and 3's ``...ScaledWordEmbedding``;
-BART-style ``scale_embedding``). The config builds it as ``sqrt(hidden_size)``, so after a cut of
+BART-style ``scale_embedding``), or a plain float attribute of that name (BioGPT, XGLM, TrOCR,
+M2M-100). The config builds it as ``sqrt(hidden_size)``, so after a cut of
 the hidden width a folder saved and loaded back scales by the new width while the kept weights
 were trained for the old scale: the reloaded model computes something else (logits off by 1e-2).
 
@@ -35,9 +36,13 @@ def finish(model: nn.Module, seen: object = None) -> None:
     _tied_head_scale(model)
     for embedding in [m for m in model.modules() if isinstance(m, nn.Embedding)]:
         scale = embedding._buffers.get("embed_scale")
-        if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+        if isinstance(scale, torch.Tensor) and scale.numel() == 1:
+            old = float(scale)
+        elif isinstance(vars(embedding).get("embed_scale"), float):
+            old, scale = vars(embedding)["embed_scale"], None  # a float the forward multiplies by
+        else:
             continue
-        old, new = float(scale), math.sqrt(embedding.weight.shape[1])
+        new = math.sqrt(embedding.weight.shape[1])
         if abs(old - 1.0) < 1e-6 or math.isclose(old, new, rel_tol=1e-6):
             continue  # no scale (scale_embedding=False), or the hidden width was not cut
         tied = [m for m in model.modules() if m is not embedding and getattr(m, "weight", None) is embedding.weight]
@@ -46,7 +51,10 @@ def finish(model: nn.Module, seen: object = None) -> None:
             continue
         with torch.no_grad():
             embedding.weight.mul_(old / new)
-            scale.fill_(new)
+            if scale is not None:
+                scale.fill_(new)
+            else:
+                embedding.embed_scale = new
         if isinstance(getattr(embedding, "scalar_embed_scale", None), float):
             embedding.scalar_embed_scale = new
 
@@ -66,6 +74,8 @@ def _tied_head_scale(model: nn.Module) -> None:
 def _norm_before_head(model: nn.Module) -> nn.Module | None:
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layer_norm", None)
+    if norm is None and isinstance(getattr(decoder, "layer_norm", None), nn.LayerNorm):
+        norm = decoder.layer_norm  # BioGPT's name for it
     return norm if isinstance(getattr(norm, "weight", None), torch.Tensor) else None
 
 

@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 # Layers whose outputs are a feed-forward block's hidden units, by the end of their qualified name.
 FFN_IN = re.compile(
     r"(intermediate\.dense|mlp\.c_fc|(^|\.)fc1|mlp\.gate_proj|mlp\.up_proj|DenseReluDense\.wi(_0)?|ffn\.lin1"
-    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1|feed_forward\.intermediate_dense)$"
+    r"|mlp\.dense_h_to_4h|mlp\.fc_in|mlp\.w1"
+    # speech encoders: wav2vec2/HuBERT/WavLM/SEW, the conformers' two half-step FFNs (Parakeet)
+    r"|(feed_forward|ffn[12])\.intermediate_dense|feed_forward[12]?\.linear1"
+    # gated FFNs under other parent names (Jamba, Bamba, Pixtral, AIMv2, RecurrentGemma, LFM)
+    r"|(feed_forward|ffn|mlp_block)\.(gate_proj|up_proj)|feed_forward\.w[13]"
+    r"|mlp\.linear_fc1|mlp\.wi|feed_forward\.intermediate|intermediate_query\.dense)$"
 )
 # A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
@@ -42,6 +47,9 @@ FIELDS = MappingProxyType({
     "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
     "encoder.ffn": ("encoder_ffn_dim",),
     "decoder.ffn": ("decoder_ffn_dim",),
+    # Each expert's FFN, where the config has a field of its own for it (Qwen2-MoE's moe_intermediate_size;
+    # Mixtral's experts are intermediate_size wide, so there they count as "ffn").
+    "expert_ffn": ("moe_intermediate_size", "expert_intermediate_size"),
 })
 
 
@@ -80,8 +88,10 @@ def measure(model: nn.Module, blocks=None) -> dict[str, set[int]]:
             rows = out_rows(module)
             if rows is not None:
                 add("ffn", _part(name), rows.shape[0] // 2 if fused else rows.shape[0])
-    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN (Mixtral's intermediate_size)
-        add("ffn", _part(name), hf_moe.width(experts))
+    config = getattr(model, "config", None)
+    own_field = config is not None and any(n in vars(config) for n in FIELDS["expert_ffn"])
+    for name, experts in hf_moe.expert_blocks(model):  # every expert's FFN
+        add("expert_ffn" if own_field else "ffn", _part(name), hf_moe.width(experts))
     return sizes
 
 
