@@ -72,16 +72,22 @@ def families(timm) -> dict[str, str]:
     return {module: min(names, key=_size_rank) for module, names in sorted(by_module.items())}
 
 
-def _shapes(out):
-    """The output's structure with every tensor replaced by its shape (dicts, tuples and lists kept)."""
+def _shapes(out, top: bool = True):
+    """The output's structure with every tensor replaced by its shape (dicts, tuples and lists kept).
+
+    A task model's hidden states beside its logits (a seq2seq model's encoder_last_hidden_state)
+    are left out, as compress does: their width follows the config after a cut."""
     import torch
+
+    from shrink._util.inputs import task_outputs
 
     if isinstance(out, torch.Tensor):
         return tuple(out.shape)
     if isinstance(out, dict):
-        return {k: _shapes(v) for k, v in out.items()}
+        keep = task_outputs(dict.fromkeys(out)) if top else out
+        return {k: _shapes(v, False) for k, v in out.items() if k in keep}
     if isinstance(out, (tuple, list)):
-        return [_shapes(v) for v in out]
+        return [_shapes(v, False) for v in out]
     return type(out).__name__
 
 

@@ -296,7 +296,7 @@ def _nearest_owner(node, owners, depth: int = 3):
     return None
 
 
-def _tensor_dim(module: nn.Module, is_out: bool) -> int:
+def tensor_dim(module: nn.Module, is_out: bool) -> int:
     """The dim of ``module.weight`` that its output (or input) channels index."""
     stored_in_out = isinstance(module, nn.Embedding) or is_hf_conv1d(module)  # [in, out] layouts
     return (1 if is_out else 0) if stored_in_out else (0 if is_out else 1)
@@ -319,14 +319,14 @@ def tied_elsewhere(dg, tp_group) -> list[tuple[nn.Module, bool]]:
         if weight is not None:
             alive.append(weight)
             mine.add(module)
-            dims.add((id(weight), _tensor_dim(module, dg.is_out_channel_pruning_fn(dep.handler))))
+            dims.add((id(weight), tensor_dim(module, dg.is_out_channel_pruning_fn(dep.handler))))
     found = []
     for module in dg.module2node:
         weight = _weight(module)
         alive.append(weight)
         if weight is None or module in mine:
             continue
-        found += [(module, is_out) for is_out in (True, False) if (id(weight), _tensor_dim(module, is_out)) in dims]
+        found += [(module, is_out) for is_out in (True, False) if (id(weight), tensor_dim(module, is_out)) in dims]
     return found
 
 

@@ -21,8 +21,10 @@ import logging
 import math
 import re
 
+import torch
+
 from ..layers import attention, hf_config, hf_lists, hf_moe
-from . import experts
+from . import experts, graph
 from .graph import Traced
 from .kinds import EXPERTS, GROUP, HEADS, GroupCut
 from .plan import Step
@@ -77,25 +79,29 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
                         f"has one {family} field for layers of several sizes {sorted(sizes)}")
                 reasons.update({k: f"{say}: the Hugging Face config {what}; uniform=False cuts it (save with "
                                    "shrink.save)" for k in ks})
-    # Step 3: families whose head size is hidden size / heads.
+    # Step 3: families whose head size is hidden size / heads. Counts are in units: a hidden width
+    # read by a grouped conv (wav2vec2's positional conv) removes one channel per group per unit.
     heads = [k for k in counts if k.startswith("heads:")]
+    per = {g.channel_groups for _, g, _ in kinds.get("hidden", ())}
     if "hidden" in counts and len(heads) == 1 and hf_config.head_dim_follows_hidden(traced.model, traced.blocks):
         block = kinds[heads[0]][0][1]
-        width = next(g.width for _, g, _ in kinds["hidden"])
+        width, c = next(g.width for _, g, _ in kinds["hidden"]), max(per)
         kept_heads = block.units - counts[heads[0]]
         kept = min(width, kept_heads * block.heads_per_unit * block.head_dim)
-        if counts["hidden"] == 0 and kept < width:  # hidden cannot be cut: neither can the heads
+        if (counts["hidden"] == 0 or len(per) > 1 or kept % c) and kept < width:  # hidden cannot be cut: nor heads
             counts[heads[0]] = 0
             reasons[heads[0]] = (f"{say}: the config derives the head size from the hidden size, which stays "
                                  f"whole ({reasons.get('hidden', 'a model output or tied weight')})")
+            counts["hidden"] = 0
         else:
-            counts["hidden"] = width - kept
+            counts["hidden"] = (width - kept) // c
     elif "hidden" in counts and len(heads) == 1 and hf_config.is_hf(traced.model) and counts["hidden"]:
         # Configs check hidden_size % num_attention_heads == 0 even where head_dim is their own field.
         block = kinds[heads[0]][0][1]
-        width = next(g.width for _, g, _ in kinds["hidden"])
-        h = (block.units - counts[heads[0]]) * block.heads_per_unit
-        counts["hidden"] = width - min(width, math.ceil((width - counts["hidden"]) / h) * h)
+        width, c = next(g.width for _, g, _ in kinds["hidden"]), max(per)
+        step = math.lcm((block.units - counts[heads[0]]) * block.heads_per_unit, c)
+        kept = min(width, math.ceil((width - counts["hidden"] * c) / step) * step)
+        counts["hidden"] = (width - kept) // c if len(per) == 1 else 0
     _follow_hidden(traced, kinds, counts, reasons)
     per_group = _follow_lists(traced, kinds, counts, removed, reasons)
     out = []
@@ -148,9 +154,9 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     for entry in governed:
         doubled = hf_lists.widths(model, {entry: 2 * values[entry]}, list(open_groups)) or {}
         sets[entry] = [n for n, w in doubled.items() if w != open_groups[n][1].width]
-    owner = {m.name: n for n, (_, g) in open_groups.items() for m in g.parts}  # layer -> its open group
+    owner = {(m.name, m.dim): n for n, (_, g) in open_groups.items() for m in g.parts}  # (layer, side) -> group
     for n, (_, g) in open_groups.items():  # bare parameters too (ConvNeXt's layer_scale_parameter)
-        owner.update({traced.dg._param_to_name[item.dep.target.module]: n for item in g.tp_group
+        owner.update({(traced.dg._param_to_name[item.dep.target.module], "out"): n for item in g.tp_group
                       if item.dep.target.module in traced.dg._param_to_name})
     # Step 1: entries joined through the groups they touch; an entry touching a layer in no open group is out.
     parent = {e: e for e in governed}
@@ -162,13 +168,14 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
 
     blocked = set()
     for entry, keys in governed.items():
-        for key in keys:
-            group = owner.get(key.rsplit(".", 1)[0], owner.get(key))
-            setters = [e for e, roots in sets.items() if group in roots]
-            if group is None or not setters:
-                blocked.add(entry)  # it also sets a width outside these groups (a residual stream, a head)
-            for other in setters:
-                parent[root(other)] = root(entry)
+        for key, dims in keys.items():
+            for side in _sides(model, key, dims):  # the group a tensor's dim belongs to: its layer's outputs or inputs
+                group = owner.get((key.rsplit(".", 1)[0], side), owner.get((key, side)))
+                setters = [e for e, roots in sets.items() if group in roots]
+                if group is None or not setters:
+                    blocked.add(entry)  # it also sets a width outside these groups (a residual stream, a head)
+                for other in setters:
+                    parent[root(other)] = root(entry)
     units: dict = {}
     for entry in governed:
         units.setdefault(root(entry), []).append(entry)
@@ -201,6 +208,19 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
                                        "value builds a model a cut can make (a build fails, or regroups a grouped "
                                        "convolution)")
     return found
+
+
+def _sides(model, key: str, dims: tuple[int, ...]) -> set[str]:
+    """Which side of its layer each of a tensor's ``dims`` indexes: "out" (its units) or "in"."""
+    name, _, leaf = key.rpartition(".")
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError:
+        return {"out"}
+    tensor = getattr(layer, leaf, None)
+    if leaf != "weight" or not isinstance(tensor, torch.Tensor) or tensor.dim() < 2:
+        return {"out"}  # biases, norms' scales, bare per-channel parameters
+    return {"out" if d == graph.tensor_dim(layer, True) else "in" for d in dims}
 
 
 def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> dict[str, int]:
