@@ -191,10 +191,13 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
             step = removed.get((cut, n))
             shares.append((cut.count(traced, group, step) if step is not None else 0) / group.width)
         share = sum(shares) / len(shares)
-        wanted = {e: values[e] - math.floor(values[e] * share) for e in unit}
+        # a width multiplier (MobileNet's depth_multiplier) scales; a width loses whole units
+        wanted = {e: v * (1 - share) if isinstance(v, float) else v - math.floor(v * share)
+                  for e, v in ((e, values[e]) for e in unit)}
         done = False
         for align in (1, 2, 4, 8, 16, 32):  # a config may want multiples (RegNet: of groups_width)
-            new = {e: min(values[e], math.ceil(wanted[e] / align) * align) for e in unit}
+            new = {e: w if isinstance(w, float) else min(values[e], math.ceil(w / align) * align)
+                   for e, w in wanted.items()}
             cuts = any(new[e] < values[e] for e in unit)
             kept = hf_lists.widths(model, new, mine, same_groups=True) if cuts else None
             if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):

@@ -31,13 +31,20 @@ _NAME = re.compile(r"hidden|embed|channel|width|_dims?$|_sizes?$")
 _SKIP = re.compile(r"^num_channels$|head_dim|act|depth|patch|stride|kernel|ratio|heads|image|position|vocab|"
                    r"label|layers|^num_|dropout|eps|range|window|group|scale|token|expert|rank")
 
+# A float that scales every width (MobileNet's depth_multiplier, EfficientNet's width_coefficient).
+_MULTIPLIER = re.compile(r"^(depth|width)_(multiplier|coefficient)$")
+
 Entry = tuple[str, "int | None"]  # (config field, index in its list or None for a scalar)
 
 
-def entries(config) -> dict[Entry, int]:
-    """Every int config field (or int list entry) that may state a width, with its value."""
-    found: dict[Entry, int] = {}
+def entries(config) -> dict[Entry, int | float]:
+    """Every int config field (or int list entry) that may state a width, and every width
+    multiplier, with its value."""
+    found: dict[Entry, int | float] = {}
     for name, value in vars(config).items():
+        if _MULTIPLIER.match(name) and isinstance(value, float) and value > 0:
+            found[(name, None)] = value
+            continue
         if name.startswith("_") or not _NAME.search(name) or _SKIP.search(name):
             continue
         if _is_int(value) and value > 1:
@@ -138,11 +145,13 @@ def write_back(model: nn.Module) -> None:
 
 
 def _guesses(value: int, old: dict, now: dict, moved: dict[str, tuple[int, ...]]) -> list[int]:
-    """Candidate new values of an entry: each moved dim scaled by value / its old size."""
+    """Candidate new values of an entry: each moved dim scaled by value / its old size (the widest
+    first: a multiplier's rounding to multiples is least off there)."""
     out = []
-    for k, dims in moved.items():
+    for k, dims in sorted(moved.items(), key=lambda kv: -max(old[kv[0]][d] for d in kv[1])):
         for d in dims:
-            guess = round(now[k][d] * value / old[k][d])
+            guess = now[k][d] * value / old[k][d]
+            guess = guess if isinstance(value, float) else round(guess)
             if 0 < guess < value and guess not in out:
                 out.append(guess)
     return out
