@@ -109,9 +109,10 @@ def main() -> None:
 
 
 def shrink_outputs(model, x):
+    """The outputs compress keeps the shape of (a task model's hidden states beside its logits follow the config)."""
     from shrink._util import inputs as _inputs
 
-    return _inputs.flatten_outputs(_inputs.run(model, x))
+    return _inputs.task_outputs(_inputs.flatten_outputs(_inputs.run(model, x)))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,13 @@ def built_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in fresh.state_dict().items()}
 
 
+def wrong_tensors(model: nn.Module) -> list[str]:
+    """The state_dict keys whose shape a model built from ``model.config`` gets wrong."""
+    expected = built_shapes(model)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return sorted(k for k in got if k in expected and expected[k] != got[k])
+
+
 def check(model: nn.Module) -> list[str]:
     """Parameter shapes a model built from ``model.config`` would get wrong (empty: the config is right)."""
     try:
