@@ -116,6 +116,7 @@ def _markdown(doc: dict, result, export, bench) -> str:
                   "| output | shape | max abs diff | max rel diff |", "|---|---|---|---|"]
         lines += [f"| {o.name} | {'x'.join(map(str, o.shape))} | {o.max_abs_diff:.2e} | {o.max_rel_diff:.2e} |"
                   for o in export.outputs]
+        lines += [""] + [f"- {n}" for n in export.notes] if export.notes else []  # float32 graph, no KV cache, ...
     if doc.get("schedule"):
         lines += ["", "## Iterative schedule", "", "| round | kept fraction | params | MACs | val accuracy |",
                   "|---|---|---|---|---|"]

@@ -162,6 +162,39 @@ def _quiet(what: str) -> Iterator[None]:
                 log.debug("%s output:\n%s", what, chatter.rstrip())
 
 
+def _float32_for_cpu(model: nn.Module, example_inputs):
+    """A bfloat16/float16 model as a float32 copy, with float inputs to match (and the note saying so).
+
+    ONNX Runtime's CPU provider has no bfloat16 kernels for most operators (``Mul``, ``MatMul``:
+    "Could not find an implementation for Mul(14)"), and few float16 ones, so a checkpoint shipped
+    in bf16 exported as such does not load there. The float32 graph computes the same function
+    with the model's own weights, upcast exactly; the caller's model is not changed (the copy costs
+    the model's size in float32 while exporting)."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    low = sorted(str(d).replace("torch.", "") for d in dtypes & {torch.bfloat16, torch.float16})
+    if not low or torch.cuda.is_available() and any(p.is_cuda for p in model.parameters()):
+        return model, example_inputs, []
+    from .._util.clone import clone
+
+    upcast = clone(model).float()
+
+    def cast(value):
+        if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16):
+            return value.float()
+        return value
+
+    if isinstance(example_inputs, dict):
+        example_inputs = {k: cast(v) for k, v in example_inputs.items()}
+    elif isinstance(example_inputs, tuple):
+        example_inputs = tuple(cast(v) for v in example_inputs)
+    else:
+        example_inputs = cast(example_inputs)
+    note = (f"exported as a float32 graph from the model's {' and '.join(low)} weights, upcast exactly: ONNX Runtime's "
+            "CPU provider has no kernels for most operators in those types; the parity check is against "
+            "the upcast model")
+    return upcast, example_inputs, [note]
+
+
 @contextmanager
 def _no_cache(model: nn.Module) -> Iterator[list[str]]:
     """Export the forward without a KV cache: a cache object is no tensor an exporter can take."""
@@ -328,9 +361,10 @@ def export_onnx(
     checks.finite_inputs(example_inputs)
     atomic.check_destination(path, overwrite=overwrite, kind="file")
     atomic.make_parents(path)
+    model, example_inputs, dtype_notes = _float32_for_cpu(model, example_inputs)
     # The caller's train/eval mode (of every submodule) comes back as it was, whatever happens.
     with _inputs.evaluating(model), _no_cache(model) as notes, hf_moe.exportable(model) as moe_notes:
-        notes += moe_notes
+        notes += dtype_notes + moe_notes
         if batch_dim is None:
             batch_dim = batch_axis.choose(model, example_inputs, dynamic_batch, notes)
         return _export_checked(model, example_inputs, path, dynamic_batch, atol, opset, exporter, batch_dim, notes)
