@@ -284,6 +284,9 @@ def compress(
             model_is_hf=hf_config.is_hf(work))
     kept_whole.update(outcome.broken)
     work, steps, tracker = outcome.model, outcome.steps, outcome.tracker
+    # A layer the trace kept out of its groups but a cut narrowed after all (DeepSeek's shared experts,
+    # cut with the routed experts) is not whole.
+    kept_whole = {k: v for k, v in kept_whole.items() if not (v == "ignored" and k in tracker.kept)}
     if inplace and work is not model:  # healing rebuilt the model: the caller's object gets its state
         _become(model, work)
         work = model

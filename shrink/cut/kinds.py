@@ -223,15 +223,37 @@ class ExpertCut(CutKind):
         except ValueError as exc:
             raise PlanMismatchError(f"the plan's cut of the experts of {step.layer!r} does not fit: {exc}. "
                                     "Load the plan onto the architecture it was made from.") from exc
+        shared = self._shared(surgery.model, step)  # before the cut: it reads the routed experts' width
         tracker.cut(step.layer, "experts", size, step.removed)
         hf_moe.cut(experts, step.removed)
+        if shared is not None:  # the shared experts' width the config derives from the routed experts'
+            mlp, removed = shared
+            tracker.cut(surgery.name_of(mlp.down_proj), "in", mlp.down_proj.in_features, removed)
+            for layer in (mlp.gate_proj, mlp.up_proj):
+                tracker.cut(surgery.name_of(layer), "out", layer.out_features, removed)
+            hf_moe.cut_shared(mlp, removed)
+
+    @staticmethod
+    def _shared(model: nn.Module, step: Step, p: int = 1):
+        """(shared MLP, its units to remove) where it must lose ``n_shared`` x the count per expert."""
+        found = hf_moe.shared_mlp(model, step.layer)
+        if found is None:
+            return None
+        mlp, n = found
+        experts = model.get_submodule(step.layer)
+        per = len(step.removed) // int(experts.down_proj.shape[0])
+        return mlp, hf_moe.shared_units(mlp, n * per, p)
 
     def exact(self, traced, step: Step) -> bool:
         return True  # an expert's unit is one column of its down projection
 
     def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
-        # zeroed inside the experts' stacked weights (verify.zeroed_readouts)
-        return [(traced.model.get_submodule(step.layer), list(step.removed))]
+        # zeroed inside the experts' stacked weights (verify.zeroed_readouts), and the shared MLP's columns
+        found = [(traced.model.get_submodule(step.layer), list(step.removed))]
+        shared = self._shared(traced.model, step)
+        if shared is not None:
+            found.append((shared[0].down_proj, shared[1]))
+        return found
 
 
 def _lowest(scores: torch.Tensor, n: int) -> tuple[int, ...]:

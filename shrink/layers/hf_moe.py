@@ -122,6 +122,46 @@ def cut(experts: nn.Module, removed) -> None:
     experts.intermediate_dim = keep.shape[1]
 
 
+def shared_mlp(model: nn.Module, block_name: str) -> tuple[nn.Module, int] | None:
+    """The shared experts' MLP of a block, and how many experts wide it is, where the config builds
+    it from the routed experts' width (DeepSeek: ``moe_intermediate_size * n_shared_experts``; GLM-4
+    MoE, Ernie 4.5 MoE): a cut of the routed experts must narrow it alike. None elsewhere (Qwen2-MoE's
+    ``shared_expert`` has a width field of its own)."""
+    parent = model.get_submodule(block_name.rsplit(".", 1)[0]) if "." in block_name else model
+    mlp, config = getattr(parent, "shared_experts", None), getattr(model, "config", None)
+    n = getattr(config, "n_shared_experts", None)
+    layers = [getattr(mlp, k, None) for k in ("gate_proj", "up_proj", "down_proj")]
+    if not isinstance(n, int) or n < 1 or not all(isinstance(m, nn.Linear) for m in layers):
+        return None
+    experts = getattr(parent, "experts", None)
+    if experts is None or layers[2].in_features != n * width(experts):
+        return None
+    return mlp, n
+
+
+def shared_units(mlp: nn.Module, count: int, p: int) -> list[int]:
+    """The ``count`` lowest-scored units of a shared MLP (gate and up rows, down column together)."""
+    with torch.no_grad():
+        total = sum(m.weight.abs().double().pow(p).sum(dim=1) for m in (mlp.gate_proj, mlp.up_proj))
+        total = total + mlp.down_proj.weight.abs().double().pow(p).sum(dim=0)
+    return sorted(torch.argsort(total, stable=True)[:count].tolist())
+
+
+def cut_shared(mlp: nn.Module, removed: list[int]) -> None:
+    """Remove units ``removed`` from a shared MLP: rows of gate/up, columns of down."""
+    keep = torch.tensor([j for j in range(mlp.down_proj.in_features) if j not in set(removed)], dtype=torch.long)
+    with torch.no_grad():
+        for layer in (mlp.gate_proj, mlp.up_proj):
+            layer.weight = nn.Parameter(layer.weight.index_select(0, keep).clone())
+            if layer.bias is not None:
+                layer.bias = nn.Parameter(layer.bias.index_select(0, keep).clone())
+            layer.out_features = len(keep)
+        mlp.down_proj.weight = nn.Parameter(mlp.down_proj.weight.index_select(1, keep).clone())
+        mlp.down_proj.in_features = len(keep)
+    if isinstance(getattr(mlp, "intermediate_size", None), int):
+        mlp.intermediate_size = len(keep)
+
+
 @contextmanager
 def exportable(model: nn.Module) -> Iterator[list[str]]:
     """While active, the model's experts run an implementation the ONNX exporters can translate.
