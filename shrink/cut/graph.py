@@ -195,9 +195,12 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     fixed: dict[nn.Module, str] = {}  # modules whose width the caller sees (layers/registry.py)
 
     def capture(out):
-        found = _inputs.task_outputs(_inputs.flatten_outputs(out))
-        output_fns.update(t.grad_fn for t in found.values() if t.grad_fn is not None)
-        fixed.update(seen.fixed(list(found.values())))
+        # Every output is traced (a pooler beside the logits must be cut with the width it reads);
+        # only the task outputs keep their width (a task model's hidden states follow the config).
+        found = _inputs.flatten_outputs(out)
+        task = _inputs.task_outputs(found)
+        output_fns.update(t.grad_fn for t in task.values() if t.grad_fn is not None)
+        fixed.update(seen.fixed(list(task.values())))
         return list(found.values())
 
     config = getattr(model, "config", None)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 from torch import nn
@@ -83,6 +83,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
         if problems and _follow_untraced(model, dg, tracker):
+            registry.finish(model, seen)  # a norm cut that way states its new width too
             problems = hf_config.check(model)
         if problems:
             log.info("the Hugging Face config cannot describe the cut model: %s", "; ".join(problems))
@@ -91,14 +92,16 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
 def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
     """Cut the tensors the forward never read that the config builds at a cut width (DINOv2's and
     ViT's ``mask_token``, used only when masked positions are passed): along the one dim the
-    config narrows, keeping the indices of the one cut width of that size. Returns whether any was cut."""
+    config narrows, keeping the indices most cut layers of that width keep (the residual stream).
+    Returns whether any was cut."""
     expected = hf_config.built_shapes(model)
     if not expected:
         return False
-    options: dict[tuple[int, int], set[tuple[int, ...]]] = defaultdict(set)
+    # (width before, after) -> {kept indices: how many layers keep them}; the residual stream is the most common
+    options: dict[tuple[int, int], Counter] = defaultdict(Counter)
     for name, dims in tracker.kept.items():
         if "out" in dims:
-            options[(tracker.before[name]["out"], len(dims["out"]))].add(tuple(dims["out"]))
+            options[(tracker.before[name]["out"], len(dims["out"]))][tuple(dims["out"])] += 1
     done = False
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         want = expected.get(name)
@@ -109,9 +112,10 @@ def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
         if tensor in dg.module2node or module in dg.module2node:
             continue  # traced: its cut (maybe still to come) is the graph's
         dims = [d for d in range(tensor.dim()) if want[d] != tensor.shape[d]]
-        kept = options.get((tensor.shape[dims[0]], want[dims[0]]), set()) if len(dims) == 1 else set()
-        if len(kept) != 1:
-            continue  # several cut widths of that size (or none): which indices it keeps is unknown
+        ranked = options.get((tensor.shape[dims[0]], want[dims[0]]), Counter()).most_common(2) if len(dims) == 1 else []
+        if not ranked or len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
+            continue  # no cut width of that size, or two as common: which indices it keeps is unknown
+        kept = {ranked[0][0]}
         with torch.no_grad():
             value = tensor.index_select(dims[0], torch.tensor(next(iter(kept)), dtype=torch.long, device=tensor.device)).clone()
         if isinstance(tensor, nn.Parameter):

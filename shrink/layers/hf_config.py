@@ -44,13 +44,51 @@ FIELDS = MappingProxyType({
     "decoder.heads": ("decoder_attention_heads",),
     "kv_heads": ("num_key_value_heads", "num_kv_heads"),
     "head_dim": ("head_dim", "d_kv"),
-    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size"),
+    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size", "dff"),
     "encoder.ffn": ("encoder_ffn_dim",),
     "decoder.ffn": ("decoder_ffn_dim",),
     # Each expert's FFN, where the config has a field of its own for it (Qwen2-MoE's moe_intermediate_size;
     # Mixtral's experts are intermediate_size wide, so there they count as "ffn").
     "expert_ffn": ("moe_intermediate_size", "expert_intermediate_size"),
 })
+
+
+def view(model: nn.Module) -> str | None:
+    """The sub-config that states this model's widths, where its own config nests them (CLIP's and
+    SigLIP's image classifiers read ``config.vision_config``): the one sub-config whose hidden size
+    changes the model's shapes (built on the meta device). None: the config itself states them."""
+    config = model.config
+    if any(n in vars(config) for names in FIELDS.values() for n in names):
+        return None
+    subs = [k for k, v in vars(config).items() if hasattr(v, "to_dict") and not k.startswith("_")
+            and any(isinstance(vars(v).get(n), int) for n in FIELDS["hidden"])]
+    if not subs:
+        return None
+    try:
+        with torch.device("meta"):
+            base = {k: tuple(t.shape) for k, t in type(model)(config).state_dict().items()}
+    except Exception:  # noqa: BLE001 - a family's __init__ may reject a config in many ways
+        return None
+    used = []
+    for name in subs:
+        changed = copy.deepcopy(config)
+        sub = getattr(changed, name)
+        for field in FIELDS["hidden"]:
+            if isinstance(vars(sub).get(field), int):
+                setattr(sub, field, 2 * getattr(sub, field))
+        try:
+            with torch.device("meta"):
+                shapes = {k: tuple(t.shape) for k, t in type(model)(changed).state_dict().items()}
+        except Exception:  # noqa: BLE001
+            continue
+        if shapes != base:
+            used.append(name)
+    return used[0] if len(used) == 1 else None
+
+
+def fields(config, name: str | None):
+    """``config`` itself, or its sub-config ``name`` (`view`)."""
+    return getattr(config, name) if name else config
 
 
 def is_hf(model: nn.Module) -> bool:
@@ -106,7 +144,7 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
     ``before``: `measure` of the model before cutting; only names whose value was one of the
     measured widths then are rewritten (``embed_dim`` of Swin is a stage's width, not every one).
     """
-    config = model.config
+    config = fields(model.config, view(model))
     after = measure(model, blocks)
     # Kinds of several widths before (Swin's stages) are derived by the config from other fields;
     # check() below says whether it derives them right.
@@ -191,7 +229,7 @@ def expressible(model: nn.Module) -> set[str]:
     """
     if not is_hf(model):
         return {"hidden", "ffn", "heads", "other"}
-    config, kinds = model.config, set()
+    config, kinds = fields(model.config, view(model)), set()
     for kind in ("hidden", "ffn", "heads"):
         names = [n for k, ns in FIELDS.items() if k.endswith(kind) for n in ns]
         if any(n in vars(config) or n in (getattr(config, "attribute_map", {}) or {}) for n in names):
@@ -212,7 +250,8 @@ def follow_hidden(model: nn.Module, names: list[str]) -> set[str]:
     """
     if not is_hf(model) or not names:
         return set()
-    config = copy.deepcopy(model.config)
+    top = copy.deepcopy(model.config)
+    config = fields(top, view(model))
     sizes = {name: vars(config).get(name) for name in ("hidden_size", "n_embd", "d_model", "dim", "embed_dim")}
     sizes = {name: v for name, v in sizes.items() if isinstance(v, int) and not isinstance(v, bool)}
     if not sizes:
@@ -221,7 +260,7 @@ def follow_hidden(model: nn.Module, names: list[str]) -> set[str]:
         setattr(config, name, 2 * value)
     try:
         with torch.device("meta"):
-            fresh = type(model)(config)
+            fresh = type(model)(top)
     except Exception:  # noqa: BLE001 - a config that rejects the doubled size says nothing either way
         return set()
     found = set()
@@ -280,7 +319,8 @@ def head_dim_follows_hidden(model: nn.Module, blocks: list | None = None) -> boo
     if len(sizes.get("hidden", ())) > 1:  # stages of several widths sharing one head count (MobileViT):
         return getattr(model.config, "head_dim", None) is None  # tied unless the config states head_dim
     hidden = next(iter(sizes["hidden"]))
-    config = copy.deepcopy(model.config)
+    top = copy.deepcopy(model.config)
+    config = fields(top, view(model))
     for name in FIELDS["hidden"]:
         if getattr(config, name, None) == hidden:
             setattr(config, name, 2 * hidden)
@@ -291,7 +331,7 @@ def head_dim_follows_hidden(model: nn.Module, blocks: list | None = None) -> boo
             pass
     try:
         with torch.device("meta"):
-            fresh = type(model)(config)
+            fresh = type(model)(top)
         q = dict(fresh.named_modules())[f"{blocks[0].name}.{_child_name(blocks[0])}"]
     except Exception:  # noqa: BLE001 - a config it cannot build: assume the safe, tied case
         return True

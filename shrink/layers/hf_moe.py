@@ -129,7 +129,8 @@ def shared_mlp(model: nn.Module, block_name: str) -> tuple[nn.Module, int] | Non
     ``shared_expert`` has a width field of its own)."""
     parent = model.get_submodule(block_name.rsplit(".", 1)[0]) if "." in block_name else model
     mlp, config = getattr(parent, "shared_experts", None), getattr(model, "config", None)
-    n = getattr(config, "n_shared_experts", None)
+    n = next((getattr(config, k) for k in ("n_shared_experts", "moe_num_shared_experts", "num_shared_experts")
+              if isinstance(getattr(config, k, None), int)), None)
     layers = [getattr(mlp, k, None) for k in ("gate_proj", "up_proj", "down_proj")]
     if not isinstance(n, int) or n < 1 or not all(isinstance(m, nn.Linear) for m in layers):
         return None

@@ -21,8 +21,8 @@ def finish(model: nn.Module, seen: object = None) -> None:
     """Set each hand-written norm's stored ``normalized_shape`` from its cut weight."""
     for module in model.modules():
         shape, weight = getattr(module, "normalized_shape", None), getattr(module, "weight", None)
-        if isinstance(module, nn.LayerNorm) or not isinstance(weight, torch.Tensor) or weight.dim() != 1:
-            continue  # nn.LayerNorm: torch-pruning sets its normalized_shape itself
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+            continue  # (an nn.LayerNorm read only through its weights, as a pooler beside the logits is, too)
         if isinstance(shape, (tuple, list)) and len(shape) == 1 and isinstance(shape[0], int) \
                 and shape[0] != weight.shape[0]:
             module.normalized_shape = type(shape)([weight.shape[0]])
