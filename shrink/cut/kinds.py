@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import PlanMismatchError
-from ..layers import attention, hf_moe, parametrized, std_conv, tied_attention
+from ..layers import attention, hf_moe, registry, tied_attention
 from . import units as _units
 from . import verify
 from .graph import tied_elsewhere
@@ -155,7 +155,7 @@ class HeadCut(CutKind):
         for layer, dim, removed in cuts:
             rows = attention.out_rows(layer)
             tracker.cut(surgery.names[layer], dim, rows.shape[0 if dim == "out" else 1], removed)
-        with parametrized.plain_weights(layer for layer, _, _ in cuts):
+        with registry.plain_weights(layer for layer, _, _ in cuts):
             attention.remove_units(block, list(step.removed))
 
     def exact(self, traced, step: Step) -> bool:
@@ -198,7 +198,7 @@ class HeadDimCut(CutKind):
         cuts = tied_attention.cuts(block, list(step.removed))
         for layer, dim, removed in cuts:
             tracker.cut(surgery.names[layer], dim, tied_attention.size(layer, dim), removed)
-        with parametrized.plain_weights(layer for layer, _, _ in cuts):
+        with registry.plain_weights(layer for layer, _, _ in cuts):
             tied_attention.cut_dims(block, list(step.removed))
 
     def exact(self, traced, step: Step) -> bool:
@@ -305,9 +305,22 @@ def _cut_group(group, surgery, tracker) -> None:
         if now is None:
             continue  # nothing stored per channel (a PReLU with one slope for all channels)
         tracker.cut(name, "out" if is_out else "in", int(now), item.idxs)
-        if is_out and std_conv.extra_rows(target):
+        if is_out and isinstance(target, nn.Module) and registry.extra_rows(target, int(now)):
             extra.append((target, int(now), list(item.idxs)))
-    with parametrized.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
+    with registry.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
         group.prune(record_history=False)
     for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
-        std_conv.cut_rows(target, width, removed)
+        _cut_rows(target, registry.extra_rows(target, width), width, removed)
+
+
+def _cut_rows(module: nn.Module, names: list[str], width: int, removed) -> None:
+    """Narrow ``module``'s tensors ``names`` along dim 0 from ``width`` rows, without ``removed``."""
+    drop = {int(i) for i in removed}
+    keep = torch.tensor([i for i in range(width) if i not in drop], dtype=torch.long)
+    for name in names:
+        tensor = getattr(module, name)
+        kept = tensor.data.index_select(0, keep.to(tensor.device)).clone()
+        if isinstance(tensor, nn.Parameter):
+            setattr(module, name, nn.Parameter(kept, requires_grad=tensor.requires_grad))
+        else:
+            module._buffers[name] = kept

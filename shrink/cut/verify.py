@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layers import hf_moe, std_conv
+from ..layers import hf_moe, registry
 from ..layers.rows import is_hf_conv1d
 from .graph import Group, Traced
 from .plan import Step
@@ -67,7 +67,8 @@ def exact(group: Group) -> bool:
         module = item.dep.target.module
         if _mixes_channels(module):
             return False
-        if std_conv.transforms_weight(module) and not dg.is_out_channel_pruning_fn(item.dep.handler):
+        inexact = isinstance(module, nn.Module) and registry.inexact(module)
+        if inexact and not dg.is_out_channel_pruning_fn(item.dep.handler):
             return False  # weight standardisation normalises each filter over the fan-in being cut
         if isinstance(module, nn.Module) and not _is_tracer_op(module) and not _known(module):
             return False

@@ -19,6 +19,12 @@ them. It registers the hooks it needs (all optional):
 - ``finish(model, seen)``: after the cuts, set the attributes a family's forward reads (a ViT's
   ``hidden_dim``, nanoGPT's ``n_embd``) from the new layer sizes; ``seen`` is the family's trace
   object of the trace the cut was planned on (None where there was none or it has no ``trace``).
+- ``extra_rows(module, width) -> [tensor names]``: a layer's own tensors besides weight and bias
+  with one entry per output channel (NFNet's ``gain``); the engine narrows them with the outputs.
+- ``inexact(module) -> bool``: a layer whose output is not affine in its weight (weight
+  standardisation), so a cut of its inputs is checked for running and shapes only.
+- ``plain_weights(modules)``: a context manager under which computed weights (weight norm) are
+  plain tensors while the engine cuts them, put back after.
 - ``cut_heads(module, kept)``: when an attention block loses heads, cut what else holds one
   entry per head (T5's and Swin's relative position bias tables); ``kept``: the heads kept.
 - ``shared_heads(name, module) -> key | None``: attention blocks with one key must keep the
@@ -30,7 +36,7 @@ Attention blocks cut by whole heads are found by `attention.find_blocks`, also f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +44,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, norms, padding,
-               position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle, split_order,
-               tied_attention, vit)
+               parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle,
+               split_order, std_conv, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Family:
 
     Attributes:
         name: the family, for logs.
-        pruners, trace, op_reason, finish, cut_heads, shared_heads: its hooks, or None.
+        pruners, trace, op_reason, finish, cut_heads, shared_heads, extra_rows, inexact, plain_weights:
+            its hooks, or None.
     """
 
     name: str
@@ -58,6 +65,9 @@ class Family:
     finish: Callable[[nn.Module, object | None], None] | None = None
     cut_heads: Callable[[nn.Module, list[int]], None] | None = None
     shared_heads: Callable[[str, nn.Module], str | None] | None = None
+    extra_rows: Callable[[nn.Module, int], list[str]] | None = None
+    inexact: Callable[[nn.Module], bool] | None = None
+    plain_weights: Callable | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -85,6 +95,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("norms without affine weights, or before an in-place activation (MONAI's ADN)", trace=norms.Unviewed,
            pruners=norms.pruners),
     Family("resamplers storing and asserting their width (diffusers' Downsample2D)", finish=resample.finish),
+    Family("weight-standardised convolutions, per-channel gains (BiT, NFNet)", extra_rows=std_conv.extra_rows,
+           inexact=std_conv.transforms_weight),
+    Family("weight norm, spectral norm, parametrized weights", plain_weights=parametrized.plain_weights),
 )
 
 
@@ -180,6 +193,27 @@ class _OpWatch(TorchFunctionMode):
                     self.nodes[out.grad_fn] = reason
                     break
         return out
+
+
+def extra_rows(module: nn.Module, width: int) -> list[str]:
+    """The layer's own tensors besides weight and bias with one entry per output channel."""
+    return [n for f in FAMILIES if f.extra_rows is not None for n in f.extra_rows(module, width)]
+
+
+def inexact(module: nn.Module) -> bool:
+    """Whether a cut of this layer's inputs cannot be checked against masking exactly."""
+    return any(f.inexact(module) for f in FAMILIES if f.inexact is not None)
+
+
+@contextmanager
+def plain_weights(modules) -> Iterator[None]:
+    """Computed weights of ``modules`` (weight norm) are plain tensors inside this block."""
+    modules = list(modules)
+    with ExitStack() as stack:
+        for family in FAMILIES:
+            if family.plain_weights is not None:
+                stack.enter_context(family.plain_weights(modules))
+        yield
 
 
 def finish(model: nn.Module, seen: Seen | None = None) -> None:

@@ -13,8 +13,8 @@ What the family looks like (timm, ``layers/std_conv.py``)::
 
 Two things break a plain cut. ``gain`` holds one entry per output channel, but torch-pruning cuts
 only ``weight`` and ``bias``: the cut forward fails ("weight should contain 20 elements not 40").
-`cut_rows` cuts every such parameter or buffer with the rows (any tensor of the module's own
-whose first dimension is its output width). And the standardisation normalises each filter over
+`extra_rows` names every such parameter or buffer (any tensor of the module's own whose first
+dimension is its output width), and the engine cuts them with the rows. And the standardisation normalises each filter over
 its fan-in, so removing input channels rescales what is left: a cut consumer is no longer the
 original with those inputs zeroed. `transforms_weight` finds such layers by behaviour, not by
 name (a plain layer's output is affine in its weight: ``y(2W) - y(W) == y(W) - y(0)``), and the
@@ -48,23 +48,6 @@ def extra_rows(module: nn.Module, width: int | None = None) -> list[str]:
     own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
     return [n for n, t in own if n not in ("weight", "bias") and t is not None and t.dim() >= 1
             and t.shape[0] == width]
-
-
-def cut_rows(module: nn.Module, width_before: int, removed) -> None:
-    """After torch-pruning cut output channels ``removed`` of ``module`` (``width_before`` wide),
-    cut its other per-channel tensors the same way."""
-    names = extra_rows(module, width_before)
-    if not names:
-        return
-    drop = {int(i) for i in removed}
-    keep = torch.tensor([i for i in range(width_before) if i not in drop], dtype=torch.long)
-    for name in names:
-        tensor = getattr(module, name)
-        kept = tensor.data.index_select(0, keep.to(tensor.device)).clone()
-        if isinstance(tensor, nn.Parameter):
-            setattr(module, name, nn.Parameter(kept, requires_grad=tensor.requires_grad))
-        else:
-            module._buffers[name] = kept
 
 
 def transforms_weight(module: nn.Module) -> bool:

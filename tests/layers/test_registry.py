@@ -18,5 +18,5 @@ def test_recurrent_types_get_the_family_pruner():
 def test_every_family_declares_at_least_one_hook():
     for family in registry.FAMILIES:
         hooks = (family.pruners, family.trace, family.op_reason, family.finish, family.cut_heads,
-                 family.shared_heads)
+                 family.shared_heads, family.extra_rows, family.inexact, family.plain_weights)
         assert any(h is not None for h in hooks), family.name
