@@ -88,6 +88,9 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         width, c = next(g.width for _, g, _ in kinds["hidden"]), max(per)
         kept_heads = block.units - counts[heads[0]]
         kept = min(width, kept_heads * block.heads_per_unit * block.head_dim)
+        if kept < width and kept == _projected_from(traced.model) and counts[heads[0]] > 0:
+            counts[heads[0]] -= 1  # one head fewer cut: a hidden width equal to it drops the projection
+            kept = min(width, (kept_heads + 1) * block.heads_per_unit * block.head_dim)
         if (counts["hidden"] == 0 or len(per) > 1 or kept % c) and kept < width:  # hidden cannot be cut: nor heads
             counts[heads[0]] = 0
             reasons[heads[0]] = (f"{say}: the config derives the head size from the hidden size, which stays "
@@ -116,6 +119,16 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.kind is EXPERTS], p=p)
     return out
+
+
+def _projected_from(model) -> int | None:
+    """The embedding width a config projects up to the hidden size (ELECTRA's ``embedding_size``,
+    whose ``embeddings_project`` the config builds only while the two differ), else None."""
+    config = getattr(model, "config", None)
+    emb, hidden = getattr(config, "embedding_size", None), getattr(config, "hidden_size", None)
+    if not isinstance(emb, int) or not isinstance(hidden, int) or emb == hidden:
+        return None
+    return emb if any(n.endswith("embeddings_project") for n, _ in model.named_modules()) else None
 
 
 def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int], reasons: dict[str, str]) -> None:

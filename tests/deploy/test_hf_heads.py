@@ -67,3 +67,18 @@ def test_mobilevit_stages_of_several_widths_keep_their_heads_and_save(tmp_path):
     loaded = T.AutoModelForImageClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_electra_keeps_its_embedding_projection_describable(tmp_path):
+    # hidden 64 projected from embeddings of 32: a cut to exactly 32 would leave a projection the
+    # config no longer builds (it builds embeddings_project only while the sizes differ)
+    config = T.ElectraConfig(vocab_size=64, hidden_size=64, embedding_size=32, num_hidden_layers=2,
+                             num_attention_heads=4, intermediate_size=128, max_position_embeddings=64, num_labels=3)
+    torch.manual_seed(0)
+    model = T.ElectraForSequenceClassification(config).eval()
+    x = {"input_ids": torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.model.config.hidden_size not in (32, 64) and result.after.params < result.before.params
+    loaded = T.AutoModelForSequenceClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-6)
