@@ -45,6 +45,8 @@ def finish(model: nn.Module, seen: object = None) -> None:
         new = math.sqrt(embedding.weight.shape[1])
         if abs(old - 1.0) < 1e-6 or math.isclose(old, new, rel_tol=1e-6):
             continue  # no scale (scale_embedding=False), or the hidden width was not cut
+        if not any(math.isclose(old, math.sqrt(w), rel_tol=1e-6) for w in _config_widths(model)):
+            continue  # a scale of its own (MiniCPM's scale_emb), not sqrt(hidden): the config rebuilds it as it is
         tied = [m for m in model.modules() if m is not embedding and getattr(m, "weight", None) is embedding.weight]
         norm = _norm_before_head(model) if tied else None
         if tied and (norm is None or not _scale_norm(norm, new / old)):
@@ -57,6 +59,12 @@ def finish(model: nn.Module, seen: object = None) -> None:
                 embedding.embed_scale = new
         if isinstance(getattr(embedding, "scalar_embed_scale", None), float):
             embedding.scalar_embed_scale = new
+
+
+def _config_widths(model: nn.Module) -> list[int]:
+    """The hidden sizes the config states (before describe rewrites them: the widths before the cut)."""
+    config = model.config
+    return [v for k in ("hidden_size", "d_model", "n_embd", "dim") if isinstance(v := getattr(config, k, None), int)]
 
 
 def _tied_head_scale(model: nn.Module) -> None:
