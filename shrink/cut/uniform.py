@@ -132,18 +132,20 @@ def _projected_from(model) -> int | None:
 
 
 def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int], reasons: dict[str, str]) -> None:
-    """A task head's inner width that the config builds as the hidden size (BERT's pooler) loses as
-    many units as the hidden width, each layer ranking its own; the head's output stays whole."""
+    """A width the config builds from the hidden size follows its cut, each layer ranking its own:
+    a task head's inner width built as the hidden size (BERT's pooler) loses as many units, an FFN
+    built as a multiple of it with no field of its own (XLM/FlauBERT: 4 x emb_dim) that many times
+    as many. The head's output stays whole."""
     if not counts.get("hidden") or not hf_config.is_hf(traced.model):
         return
     width = next(g.width for _, g, _ in kinds["hidden"])
     widths = {k: [x.root_name for _, x, _ in members] for k, members in kinds.items()
-              if k.split(":")[0] not in ("hidden", "ffn", "heads") and counts.get(k) == 0
-              and all(isinstance(c, GroupCut) and x.width == width and not c.whole(x) for c, x, _ in members)}
+              if k.split(":")[0] not in ("hidden", "heads") and counts.get(k) == 0 and members
+              and all(isinstance(c, GroupCut) and x.width % width == 0 and not c.whole(x) for c, x, _ in members)}
     follows = hf_config.follow_hidden(traced.model, [n for names in widths.values() for n in names])
     for kind, names in widths.items():
         if names and all(n in follows for n in names):
-            counts[kind] = counts["hidden"]
+            counts[kind] = counts["hidden"] * (kinds[kind][0][1].width // width)
             reasons.pop(kind, None)
 
 

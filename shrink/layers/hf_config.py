@@ -252,7 +252,9 @@ def follow_hidden(model: nn.Module, names: list[str]) -> set[str]:
         return set()
     top = copy.deepcopy(model.config)
     config = fields(top, view(model))
-    sizes = {name: vars(config).get(name) for name in ("hidden_size", "n_embd", "d_model", "dim", "embed_dim")}
+    mapped = getattr(config, "attribute_map", {}) or {}  # XLM: hidden_size -> emb_dim
+    sizes = {(n := mapped.get(name, name)): vars(config).get(n)
+             for name in ("hidden_size", "n_embd", "d_model", "dim", "embed_dim")}
     sizes = {name: v for name, v in sizes.items() if isinstance(v, int) and not isinstance(v, bool)}
     if not sizes:
         return set()

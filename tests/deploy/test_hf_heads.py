@@ -82,3 +82,17 @@ def test_electra_keeps_its_embedding_projection_describable(tmp_path):
     loaded = T.AutoModelForSequenceClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ffn_the_config_builds_as_a_multiple_of_the_hidden_size_follows_it(tmp_path):
+    # XLM/FlauBERT: the FFN is always 4 x emb_dim (no field of its own); hidden_size maps to emb_dim
+    config = T.XLMConfig(vocab_size=64, emb_dim=64, n_layers=2, n_heads=4, max_position_embeddings=64, num_labels=3)
+    torch.manual_seed(0)
+    model = T.XLMForSequenceClassification(config).eval()
+    x = {"input_ids": torch.randint(3, 64, (2, 8), generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    hidden = result.model.config.emb_dim
+    assert hidden < 64 and result.model.transformer.ffns[0].lin1.out_features == 4 * hidden
+    loaded = T.AutoModelForSequenceClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-6)
