@@ -503,7 +503,13 @@ def main() -> None:
         table_only(partial, chosen, skipped, args)
         return
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if args.resume and partial.exists() else []
-    info = {**machine(), "timeout_s": args.timeout, "types_side_by_side": args.jobs}
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip()
+    info = {**machine(), "torch_threads": "1 in each type's child", "timeout_s": args.timeout,
+            "types_side_by_side": args.jobs, "code": f"shrink and benchmark at {commit or 'unknown'}"}
+    sweep_start = time.perf_counter()
     if args.update:
         if not args.types:
             parser.error("--update needs --types")
@@ -526,6 +532,7 @@ def main() -> None:
                   f"{row['wall_s']:6.1f}s {err[:100]}", flush=True)
     info["load_average_before" if not args.update else "load_average_before_update"] = "/".join(f"{v:.2f}" for v in load_before)
     info["load_average_after" if not args.update else "load_average_after_update"] = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    info["sweep_wall_s" if not args.update else "update_wall_s"] = round(time.perf_counter() - sweep_start)
     write(rows, skipped, info, args.out)
     print(json.dumps(counts(rows), indent=1))
 
