@@ -443,6 +443,37 @@ def write(rows: list[dict], skipped: dict[str, str], info: dict, out: Path) -> N
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
+def table_only(partial: Path, chosen: dict, skipped: dict[str, str], args) -> None:
+    """The table of the rows in ``partial`` (complete lines only), the chosen types without a row as not reached."""
+    import subprocess
+
+    from _machine import machine
+
+    rows = []
+    for line in partial.read_text().splitlines() if partial.exists() else ():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being appended right now
+            continue
+    rows = list({r["type"]: r for r in rows}.values())
+    done = {r["type"] for r in rows}
+    missing = sorted(t for t in chosen if t not in done)
+    total = len(chosen) + len(skipped)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip()
+    info = {**machine(), "torch_threads": "1 in each type's child", "timeout_s": args.timeout,
+            "types_side_by_side": args.jobs,
+            "swept": f"{len(rows)} of {len(chosen)} types ({total} in the mappings, {len(skipped)} not swept), "
+                     "alphabetical" + (f", {len(missing)} not reached" if missing else ""),
+            "table written": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the rows so far",
+            "code": f"shrink at {commit}" if commit else "unknown"}
+    if missing:
+        skipped = {**skipped, **{t: "not reached: the sweep had not come to it"
+                                 for t in missing}}
+    write(rows, skipped, info, args.out)
+    print(json.dumps(counts(rows), indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", nargs="*", help="model types (config model_type), default: all")
@@ -453,6 +484,9 @@ def main() -> None:
     parser.add_argument("--update", action="store_true",
                         help="with --types: replace those rows in OUT.json, keep the others (marked in the header)")
     parser.add_argument("--jobs", type=int, default=1, help="types run side by side (one thread each)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: write OUT.md/.json from the rows of OUT.partial.jsonl so far (a sweep "
+                             "may still be appending); types without a row are listed as not reached")
     args = parser.parse_args()
     import torch
     import transformers
@@ -465,8 +499,17 @@ def main() -> None:
     if args.limit:
         chosen = dict(list(chosen.items())[:args.limit])
     partial = args.out.with_suffix(".partial.jsonl")
+    if args.table_only:
+        table_only(partial, chosen, skipped, args)
+        return
     rows = [json.loads(line) for line in partial.read_text().splitlines()] if args.resume and partial.exists() else []
-    info = {**machine(), "timeout_s": args.timeout, "types_side_by_side": args.jobs}
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip()
+    info = {**machine(), "torch_threads": "1 in each type's child", "timeout_s": args.timeout,
+            "types_side_by_side": args.jobs, "code": f"shrink and benchmark at {commit or 'unknown'}"}
+    sweep_start = time.perf_counter()
     if args.update:
         if not args.types:
             parser.error("--update needs --types")
@@ -489,6 +532,7 @@ def main() -> None:
                   f"{row['wall_s']:6.1f}s {err[:100]}", flush=True)
     info["load_average_before" if not args.update else "load_average_before_update"] = "/".join(f"{v:.2f}" for v in load_before)
     info["load_average_after" if not args.update else "load_average_after_update"] = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    info["sweep_wall_s" if not args.update else "update_wall_s"] = round(time.perf_counter() - sweep_start)
     write(rows, skipped, info, args.out)
     print(json.dumps(counts(rows), indent=1))
 
