@@ -275,7 +275,9 @@ def compress(
                         strict=strict)
     if strict and outcome.broken:
         raise _strict_error(outcome.broken)
-    if uniform and outcome.broken:  # a kind kept whole in one layer stays whole in all (uniform.py)
+    # A kind kept whole in one layer stays whole in all, and what the config could not describe is kept
+    # whole too (uniform.py).
+    if uniform and (outcome.broken or hf_config.is_hf(work) and hf_config.check(outcome.model)):
         outcome = uniform_widths.keep_kinds_whole(
             outcome, kinds, lambda rest: heal.heal(graph.trace(fresh(), example_inputs, ignore=ignore,
                                                                timeout=trace_timeout),

@@ -304,16 +304,16 @@ def keep_kinds_whole(outcome, kinds: dict[str, str], cut_again, *, model_is_hf: 
             whole.update({k: first for k in set(kinds.values()) if k == "hidden" or k.startswith("heads:")})
         drop = [s for s in outcome.steps if kinds.get(s.layer) in whole]
         reasons = {s.layer: _why_whole(kinds[s.layer], whole[kinds[s.layer]], outcome.broken) for s in drop}
-        if not drop and model_is_hf and whole and hf_config.check(outcome.model):
-            if not linked:
+        if not drop and model_is_hf and hf_config.check(outcome.model):
+            if whole and not linked:
                 linked = True
                 continue
             # A layer the config builds from a width kept whole (big_bird's classifier.dense follows
             # the hidden size): the config says which; it stays whole too.
             wrong = {key.rsplit(".", 1)[0] for key in hf_config.wrong_tensors(outcome.model)}
             drop = [s for s in outcome.steps if s.layer in wrong]
-            reasons = {s.layer: "kept whole so that the config describes the model (uniform=True): the config builds "
-                                "it from a width that stays whole" for s in drop}
+            reasons = {s.layer: "kept whole so that the config describes the model (uniform=True): a model built "
+                                "from the config would give it another width" for s in drop}
         if not drop:
             return outcome
         log.info("uniform widths: keeping %d more groups whole (%s)", len(drop), ", ".join(sorted(reasons)))

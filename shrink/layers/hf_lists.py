@@ -117,11 +117,17 @@ def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str], *,
         return None
     convs = {n: m.groups for n, m in model.named_modules()  # depthwise convs keep one group per channel
              if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < m.out_channels}
-    if same_groups and any(getattr(fresh.get_submodule(n), "groups", g) != g for n, g in convs.items()):
+    try:
+        if same_groups and any(getattr(fresh.get_submodule(n), "groups", g) != g for n, g in convs.items()):
+            return None
+    except AttributeError:
         return None
     found = {}
     for name in layers:
-        rows = out_rows(fresh.get_submodule(name))
+        try:
+            rows = out_rows(fresh.get_submodule(name))
+        except AttributeError:  # that build has no such layer (a shortcut conv becomes an identity)
+            return None
         if rows is None:
             return None
         found[name] = int(rows.shape[0])
@@ -139,7 +145,8 @@ def write_back(model: nn.Module) -> None:
         for guess in _guesses(values[entry], old, now, moved):
             fresh = _build(model, {entry: guess})
             shapes = _shapes(fresh) if fresh is not None else {}
-            if shapes and all(shapes[k][d] == now[k][d] for k, dims in keys.items() if k in now for d in dims):
+            if shapes and all(k in shapes and shapes[k][d] == now[k][d] for k, dims in keys.items() if k in now
+                              for d in dims):
                 _set(model.config, entry, guess)
                 break
 
