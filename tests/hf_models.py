@@ -113,5 +113,6 @@ FAMILIES = {
         begin_suppress_tokens=[])), whisper_inputs),
 }
 # Kept whole where the config cannot describe a cut: Swin's stage widths and heads (its FFN is cut,
-# stated by mlp_ratio), Mixtral's router and the hidden width it reads (experts' FFNs and heads are cut),
-# BLOOM (ALiBi slopes follow the head count; FFN fixed at 4 x hidden).
+# stated by mlp_ratio), Mixtral's router and the hidden width it reads (experts' FFNs and heads are cut).
+# BLOOM keeps its head count (the ALiBi slopes follow it) and loses head dims with the hidden width;
+# its FFN follows at 4 x hidden.

@@ -12,7 +12,9 @@ while each layer still ranks and keeps its *own* best units:
    and so does, for a Hugging Face model, a kind its config has no field for.
 3. Where the family derives the head size from the hidden size (BERT, GPT-2, ViT, ...), the
    hidden width is tied to the heads: kept hidden = kept heads x head_dim. Elsewhere the kept
-   hidden width is rounded up to a multiple of the kept heads (configs validate that).
+   hidden width is rounded up to a multiple of the kept heads (configs validate that). Attention
+   whose head count must stay (BLOOM's ALiBi slopes; layers/tied_attention.py) loses head dims
+   instead: the hidden width loses a multiple of the head count, every head as many dims.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import re
 
 import torch
 
-from ..layers import attention, hf_config, hf_lists, hf_moe
+from ..layers import attention, hf_config, hf_lists, hf_moe, tied_attention
 from . import experts, graph
 from .graph import Traced
-from .kinds import EXPERTS, GROUP, HEADS, GroupCut
+from .kinds import EXPERTS, GROUP, HEAD_DIMS, HEADS, GroupCut
 from .plan import Step
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         step = math.lcm((block.units - counts[heads[0]]) * block.heads_per_unit, c)
         kept = min(width, math.ceil((width - counts["hidden"] * c) / step) * step)
         counts["hidden"] = (width - kept) // c if len(per) == 1 else 0
+    _tied_multiple(traced, kinds, counts)
     _follow_hidden(traced, kinds, counts, reasons)
     per_group = _follow_lists(traced, kinds, counts, removed, reasons)
     out = []
@@ -118,7 +121,34 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
             out.append(cut.lowest(traced, x, dim, n, p))
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.kind is EXPERTS], p=p)
-    return out
+    return out + _tied_dims(traced, out, p)
+
+
+def _tied_readers(traced: Traced, group) -> list:
+    return [b for b in traced.tied if group.has(traced.names[b.qkv], "in")]
+
+
+def _tied_multiple(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -> None:
+    """A hidden width read as heads x head_dim (BLOOM) loses a multiple of the head count."""
+    blocks = [b for _, g, _ in kinds.get("hidden", ()) for b in _tied_readers(traced, g)]
+    if not blocks or not counts.get("hidden"):
+        return
+    c = max(g.channel_groups for _, g, _ in kinds["hidden"])
+    m = math.lcm(*(b.num_heads for b in blocks))
+    m //= math.gcd(m, c)  # counts are in units of c channels
+    counts["hidden"] = counts["hidden"] // m * m
+
+
+def _tied_dims(traced: Traced, out: list[Step], p: int) -> list[Step]:
+    """Each attention block tied to a width cut in ``out`` loses as many head dims as it loses channels."""
+    by_root = {g.root_name: g for g in traced.groups}
+    steps = []
+    for step in out:
+        group = by_root.get(step.layer) if step.kind is GROUP else None
+        for block in _tied_readers(traced, group) if group is not None else ():
+            dims = tied_attention.to_remove(block, len(step.removed), p)
+            steps.append(HEAD_DIMS.step(block.name, dims, partner=traced.names[block.proj]))
+    return steps
 
 
 def _projected_from(model) -> int | None:
@@ -260,7 +290,7 @@ def _one_ratio(traced: Traced, kinds: dict[str, list], counts: dict[str, int]) -
 
 def candidates(traced: Traced) -> dict[str, list]:
     """{kind: [(cut kind, group or attention block, dim)]} over every candidate, cut or not."""
-    q_names = {traced.names[b.q] for b in traced.blocks}
+    q_names = {traced.names[b.q] for b in traced.blocks} | {traced.names[b.qkv] for b in traced.tied}
     kinds: dict[str, list] = {}
     for group in traced.groups:
         dim = "out" if traced.dg.is_out_channel_pruning_fn(group.pruning_fn) else "in"

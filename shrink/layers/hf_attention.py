@@ -5,6 +5,7 @@ width group either) but leaves their heads whole, for a reason a report can show
 
 - BLOOM and the original Falcon layout interleave q, k and v per head ([head, 3, head_dim]) and
   BLOOM's ALiBi slopes are a function of the head count, so the kept heads would see other slopes.
+  (BLOOM's head *dims* are cut with its hidden width instead: tied_attention.py.)
 - Falcon's new decoder architecture groups rows per key/value head ([kv, q.. k v, head_dim]).
 - (Swin's and T5's relative position bias tables, one column per head, are cut with the heads:
   position_bias.py; only a table laid out otherwise keeps the heads whole.)

@@ -17,6 +17,12 @@ reads C from its input, not from an attribute:
   with ``C // num_heads``; its per-head position scores and gates keep the head count.
 - Twins' ``GlobalSubSampleAttn`` and PVT's SRA: separate ``q`` and fused ``kv`` (and a strided
   ``sr`` conv whose output width is C), recognised by their layout (subsample_attention.py), not probed.
+- Hugging Face BLOOM's ``BloomAttention``: fused ``query_key_value`` [3C, C] laid out per head,
+  [heads, (q, k, v), head_dim], and ``dense`` [C, C]; ``head_dim = hidden_size // n_head`` is
+  derived from the config, and the ALiBi slopes from the head count, which therefore stays. Its
+  FFN is 4 x C (uniform.py's follow-the-hidden-size rule narrows it with C). The stored
+  ``inv_norm_factor`` is 1/sqrt(head_dim), recomputed from the new config on reload: it is set
+  to 1/sqrt(new) and the query rows are rescaled. Recognised by its type, not probed.
 
 Whether a block reads its input width is seen by trial, not guessed: while the graph is traced,
 `Probe` removes one whole head from a copy of each candidate block and runs it on the input it
@@ -49,7 +55,8 @@ from . import eva, subsample_attention
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv")  # to_qkv, merge: torchvision's MaxViT
 _OUT = ("proj", "c_proj", "out_proj", "o_proj", "merge")
 _HEADS = ("num_heads", "n_head", "n_heads", "heads")
-_WIDTH = ("n_embd", "embed_dim", "dim", "attn_dim")  # attributes equal to C that a forward may read as a size (timm: attn_dim)
+# attributes equal to C that a forward may read as a size (timm: attn_dim; BLOOM: hidden_size, split_size)
+_WIDTH = ("n_embd", "embed_dim", "dim", "attn_dim", "hidden_size", "split_size")
 
 
 @dataclass
@@ -77,6 +84,7 @@ class TiedBlock:
     norm: nn.LayerNorm | None = None
     k: nn.Linear | None = None
     v: nn.Linear | None = None
+    per_head: bool = False  # fused qkv laid out [heads, (q, k, v), head_dim] (BLOOM), not [q | k | v]
 
     @property
     def width(self) -> int:
@@ -101,7 +109,17 @@ class TiedBlock:
             return [(m, list(dims)) for m in (self.qkv, self.k, self.v)]
         if self.kv is not None:
             return [(self.qkv, list(dims)), (self.kv, [s * c + i for s in range(2) for i in dims])]
+        if self.per_head:
+            d = self.head_dim
+            return [(self.qkv, sorted((i // d) * 3 * d + s * d + i % d for s in range(3) for i in dims))]
         return [(self.qkv, [s * c + i for s in range(3) for i in dims])]
+
+    def query_rows(self) -> list[int]:
+        """The rows of ``qkv`` that hold the queries."""
+        if self.per_head:
+            d = self.head_dim
+            return [h * 3 * d + i for h in range(self.num_heads) for i in range(d)]
+        return list(range(self.width))
 
     @property
     def head_dim(self) -> int:
@@ -121,6 +139,8 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
 
     ``cut``: the block's input width may already have been narrowed (replaying a plan's steps).
     """
+    if _is_bloom(module):
+        return _bloom(name, module, cut)
     if hasattr(module, "config") or isinstance(module, nn.MultiheadAttention) or eva.matches(module):
         return None  # EVA's rotary table fixes head_dim: whole heads are cut (eva.py)
     found = subsample_attention.layers(module, cut=cut)
@@ -138,6 +158,20 @@ def as_tied(name: str, module: nn.Module, *, cut: bool = False) -> TiedBlock | N
     if qkv.out_features != 3 * c or proj.in_features != c or c % heads:
         return None
     return TiedBlock(name, module, qkv, proj, heads)
+
+
+def _is_bloom(module: nn.Module) -> bool:
+    return type(module).__name__ == "BloomAttention" and type(module).__module__.startswith("transformers.")
+
+
+def _bloom(name: str, module: nn.Module, cut: bool) -> TiedBlock | None:
+    qkv, proj, heads = getattr(module, "query_key_value", None), getattr(module, "dense", None), module.num_heads
+    if type(qkv) is not nn.Linear or type(proj) is not nn.Linear or not isinstance(heads, int):
+        return None
+    c = qkv.out_features // 3
+    if qkv.out_features != 3 * c or proj.in_features != c or c % heads or (not cut and qkv.in_features != c):
+        return None
+    return TiedBlock(name, module, qkv, proj, heads, per_head=True)
 
 
 def _separate(name: str, module: nn.Module, proj, heads, cut: bool) -> TiedBlock | None:
@@ -192,7 +226,7 @@ class Probe:
         self.cuttable: set[nn.Module] = set()  # blocks that ran with one head fewer, after close()
         self._model = model
         # Separate q and kv (subsample_attention.py) read their input width by construction: not probed.
-        self.blocks = [b for b in find(model) if b.kv is None]
+        self.blocks = [b for b in find(model) if b.kv is None and not b.per_head]
         self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
         self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
         layers = {id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)}
@@ -312,6 +346,8 @@ def dim_scores(block: TiedBlock, p: int) -> torch.Tensor:
         total = block.qkv.weight.detach().float().abs().pow(p).view(h, d, -1).sum(dim=2)
         total += block.kv.weight.detach().float().abs().pow(p).view(2, h, d, -1).sum(dim=(0, 3))
         return total.pow(1.0 / p)
+    if block.per_head:
+        return block.qkv.weight.detach().float().view(h, 3, d, -1).abs().pow(p).sum(dim=(1, 3)).pow(1.0 / p)
     w = block.qkv.weight.detach().float().view(3, h, d, -1)
     return w.abs().pow(p).sum(dim=(0, 3)).pow(1.0 / p)
 
@@ -386,6 +422,8 @@ def _scale_is_computed(module: nn.Module) -> bool:
     default) calls ``scaled_dot_product_attention`` without it, which uses the new head_dim.
     torchvision's MaxViT stores ``scale_factor`` (from its input width) and multiplies k by it.
     """
+    if isinstance(getattr(module, "inv_norm_factor", None), float):
+        return True  # BLOOM: set from the new head_dim below, as a model built from the new config has it
     scale = getattr(module, "scale", getattr(module, "scale_factor", None))
     return not isinstance(scale, float) or getattr(module, "fused_attn", False) is True
 
@@ -409,9 +447,12 @@ def cut_dims(block: TiedBlock, removed: list[int]) -> None:
         if _scale_is_computed(block.module):
             # q scaled by sqrt(new/old) keeps q.k/sqrt(new) equal to q.k/sqrt(old), the masked score.
             factor = math.sqrt(new_dim / old_dim)
-            qkv.weight[: len(keep)] *= factor
+            rows = torch.tensor(block.query_rows(), dtype=torch.long)  # the block's new sizes
+            qkv.weight[rows] *= factor
             if qkv.bias is not None:
-                qkv.bias[: len(keep)] *= factor
+                qkv.bias[rows] *= factor
+            if isinstance(getattr(block.module, "inv_norm_factor", None), float):
+                block.module.inv_norm_factor = 1.0 / math.sqrt(new_dim)
             if "q_bias" in _bias_parts(block.module):
                 block.module.q_bias *= factor
     # The attributes the forward reads: timm's reshape(B, N, 3, num_heads, head_dim); nanoGPT's
