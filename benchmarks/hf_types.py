@@ -59,15 +59,15 @@ FIELDS = (  # (value, names): pairs, not a dict, since several sizes share a val
     (WIDTH, ("hidden_size", "n_embd", "d_model", "embed_dim", "n_embed", "d_embed", "word_embed_proj_dim", "dim",
              "model_dim", "emb_dim")),
     (32, ("embedding_size", "projection_dim", "proj_dim", "d_inner_hid", "kv_lora_rank", "q_lora_rank")),
-    (16, ("qk_nope_head_dim", "v_head_dim")),  # multi-head latent attention (DeepSeek)
+    (16, ("qk_nope_head_dim", "v_head_dim", "d_head")),  # multi-head latent attention (DeepSeek); XLNet: d_model // n_head
     (8, ("qk_rope_head_dim",)),
     (HEADS_N, ("num_attention_heads", "n_head", "num_heads", "n_heads", "encoder_attention_heads",
                "decoder_attention_heads", "num_attention_heads_per_layer")),
     (FFN, ("intermediate_size", "n_inner", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim", "d_ff", "d_inner",
-           "ffn_hidden_size", "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size")),
+           "ffn_hidden_size", "dff", "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size")),
     (LAYERS, ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers", "decoder_layers",
               "num_decoder_layers", "num_encoder_layers")),
-    (VOCAB, ("vocab_size",)),
+    (VOCAB, ("vocab_size", "entity_vocab_size")),
     (POSITIONS, ("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx", "max_seq_len",
                  "max_sequence_length")),
     (IMAGE, ("image_size",)),

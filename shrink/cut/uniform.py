@@ -35,10 +35,12 @@ log = logging.getLogger(__name__)
 
 
 def group_kind(traced: Traced, group, q_names: set[str]) -> str:
-    names = {m.name for m in group.parts}
     if any(group.has(q, "in") for q in q_names):
         return "hidden"
-    if any(hf_config.FFN_IN.search(n) or hf_config.FFN_FUSED.search(n) for n in names | {group.root_name}):
+    # An FFN's units are the outputs of its first layer; the width it reads (a residual stream
+    # where no attention block was found: XLNet) is no FFN.
+    producers = {m.name for m in group.parts if m.dim == "out"}
+    if any(hf_config.FFN_IN.search(n) or hf_config.FFN_FUSED.search(n) for n in producers | {group.root_name}):
         return f"ffn:{group.width}"
     pattern = re.sub(r"\.\d+\.", ".#.", group.root_name)  # the same layer in every block
     return f"{pattern}:{group.width}"
@@ -225,6 +227,8 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     for entry in governed:
         units.setdefault(root(entry), []).append(entry)
     # Step 2: each unit of entries loses the mean fraction of its groups, read back from the config.
+    producers = {n: [m.name for m in g.parts if m.dim == "out" and _produces(model, m.name)] or [n]
+                 for n, (_, g) in open_groups.items()}
     found: dict[str, int] = {}
     for unit in units.values():
         mine = sorted({n for e in unit for n in sets[e]})
@@ -244,7 +248,7 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
             new = {e: w if isinstance(w, float) else min(values[e], math.ceil(w / align) * align)
                    for e, w in wanted.items()}
             cuts = any(new[e] < values[e] for e in unit)
-            kept = hf_lists.widths(model, new, mine, same_groups=True) if cuts else None
+            kept = _kept_widths(model, new, mine, producers) if cuts else None
             if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
                 found.update({n: open_groups[n][1].width - kept[n] for n in mine})
                 done = True
@@ -256,6 +260,25 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
                                        "value builds a model a cut can make (a build fails, or regroups a grouped "
                                        "convolution)")
     return found
+
+
+def _produces(model, name: str) -> bool:
+    try:
+        return attention.out_rows(model.get_submodule(name)) is not None
+    except AttributeError:
+        return False
+
+
+def _kept_widths(model, changes: dict, roots: list[str], producers: dict[str, list[str]]) -> dict[str, int] | None:
+    """{root: the width the config builds with ``changes``} for each group, None where it cannot
+    be built or where it would give a group's producers different widths (EfficientNet's stem
+    conv is ``round_filters(32)`` whatever ``in_channels[0]`` says: no value of it can cut them)."""
+    layers = sorted({n for r in roots for n in producers[r]})
+    built = hf_lists.widths(model, changes, layers, same_groups=True)
+    if built is None:
+        return None
+    kept = {r: {built[n] for n in producers[r]} for r in roots}
+    return None if any(len(v) != 1 for v in kept.values()) else {r: v.pop() for r, v in kept.items()}
 
 
 def _sides(model, key: str, dims: tuple[int, ...]) -> set[str]:

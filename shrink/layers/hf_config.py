@@ -32,7 +32,9 @@ FFN_IN = re.compile(
     r"|(feed_forward|ffn[12])\.intermediate_dense|feed_forward[12]?\.linear1"
     # gated FFNs under other parent names (Jamba, Bamba, Pixtral, AIMv2, RecurrentGemma, LFM)
     r"|(feed_forward|ffn|mlp_block)\.(gate_proj|up_proj)|feed_forward\.w[13]"
-    r"|mlp\.linear_fc1|mlp\.wi|feed_forward\.intermediate|intermediate_query\.dense)$"
+    r"|mlp\.linear_fc1|mlp\.wi|feed_forward\.intermediate|intermediate_query\.dense"
+    # XLNet's ff.layer_1, Funnel's ffn.linear_1, CTRL's Sequential ffn.0
+    r"|ff\.layer_1|ffn\.linear_1|ffn\.0)$"
 )
 # A fused gate/up layer writes [gate | up]: two rows per hidden unit (Phi-3's gate_up_proj; cut/units.py).
 FFN_FUSED = re.compile(r"mlp\.gate_up_proj$")
@@ -44,7 +46,7 @@ FIELDS = MappingProxyType({
     "decoder.heads": ("decoder_attention_heads",),
     "kv_heads": ("num_key_value_heads", "num_kv_heads"),
     "head_dim": ("head_dim", "d_kv"),
-    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size", "dff"),
+    "ffn": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "hidden_dim", "ffn_hidden_size", "dff", "d_inner"),
     "encoder.ffn": ("encoder_ffn_dim",),
     "decoder.ffn": ("decoder_ffn_dim",),
     # Each expert's FFN, where the config has a field of its own for it (Qwen2-MoE's moe_intermediate_size;

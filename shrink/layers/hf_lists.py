@@ -31,8 +31,9 @@ _NAME = re.compile(r"hidden|embed|channel|width|_dims?$|_sizes?$")
 _SKIP = re.compile(r"^num_channels$|head_dim|act|depth|patch|stride|kernel|ratio|heads|image|position|vocab|"
                    r"label|layers|^num_|dropout|eps|range|window|group|scale|token|expert|rank")
 
-# A float that scales every width (MobileNet's depth_multiplier, EfficientNet's width_coefficient).
-_MULTIPLIER = re.compile(r"^(depth|width)_(multiplier|coefficient)$")
+# A float that scales every width (MobileNet's depth_multiplier, EfficientNet's width_coefficient;
+# EfficientNet's depth_coefficient scales the layer count instead).
+_MULTIPLIER = re.compile(r"^(depth_multiplier|width_multiplier|width_coefficient)$")
 
 Entry = tuple[str, "int | None"]  # (config field, index in its list or None for a scalar)
 
@@ -104,7 +105,10 @@ def governed(model: nn.Module) -> dict[Entry, dict[str, tuple[int, ...]]]:
         changed = {k: dims for k, dims in changed.items() if dims}
         if changed:
             found[entry] = changed
-    return found
+    # A multiplier over widths that list entries state too (EfficientNet's width_coefficient over
+    # in_channels/out_channels) is no unit of its own: the entries are, each a stage.
+    listed = {k for (name, _), keys in found.items() if not _MULTIPLIER.match(name) for k in keys}
+    return {e: keys for e, keys in found.items() if not _MULTIPLIER.match(e[0]) or not listed & keys.keys()}
 
 
 def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str], *,

@@ -68,3 +68,33 @@ def test_write_back_finds_the_values_the_shapes_show():
     cut.config.hidden_sizes = [16, 32, 48, 64]  # as the uncut config says
     hf_lists.write_back(cut)
     assert list(cut.config.hidden_sizes) == kept
+
+
+def _efficientnet():
+    # b0's layout at a quarter of its widths and half its depth; the stem is round_filters(32) and
+    # the top conv round_filters(1280) whatever the lists say (only width_coefficient sets them)
+    return T.EfficientNetForImageClassification(T.EfficientNetConfig(
+        width_coefficient=0.25, depth_coefficient=0.5, image_size=32, hidden_dim=320, num_labels=5))
+
+
+def test_efficientnet_stage_lists_are_units_and_depth_coefficient_is_no_width():
+    model = _efficientnet().eval()
+    found = hf_lists.governed(model)
+    assert ("depth_coefficient", None) not in found  # it changes the block count, not a width
+    # width_coefficient scales widths that in_channels/out_channels state per stage: those are the units
+    assert ("width_coefficient", None) not in found
+    assert len([e for e in found if e[0] in ("in_channels", "out_channels")]) >= 4
+
+
+def test_efficientnet_compresses_by_stage_and_reloads_identical(tmp_path):
+    torch.manual_seed(0)
+    model = _efficientnet().eval()
+    x = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.67 * result.before.params
+    stem = result.model.efficientnet.embeddings.convolution.out_channels
+    assert stem == model.efficientnet.embeddings.convolution.out_channels  # no config value can narrow it
+    assert list(result.model.config.out_channels) != list(model.config.out_channels)
+    loaded = T.AutoModelForImageClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-6)

@@ -63,3 +63,21 @@ def test_float_embed_scale_is_folded_so_biogpt_reloads_identical(tmp_path):
     result, loaded = _round_trip(T.BioGptForCausalLM(config), token_inputs(), tmp_path)
     assert loaded.config.hidden_size < 32
     assert loaded.biogpt.embed_tokens.embed_scale == pytest.approx(loaded.config.hidden_size ** 0.5)
+
+
+@pytest.mark.parametrize("name", ["xlnet", "ctrl"])
+def test_ffns_named_otherwise_are_cut_and_stated_in_their_field(name, tmp_path):
+    # XLNet's ff.layer_1 (d_inner) reads a residual width with no attention block found (its q/k/v
+    # are bare parameters): that width is no FFN. CTRL's FFN is a Sequential, ffn.0 (dff).
+    torch.manual_seed(0)
+    if name == "xlnet":
+        model = T.XLNetLMHeadModel(T.XLNetConfig(vocab_size=100, d_model=32, n_layer=2, n_head=4, d_head=8,
+                                                 d_inner=64))
+        field = "d_inner"
+    else:
+        model = T.CTRLLMHeadModel(T.CTRLConfig(vocab_size=100, n_embd=32, n_layer=2, n_head=4, dff=64,
+                                               n_positions=64))
+        field = "dff"
+    result, loaded = _round_trip(model, {"input_ids": torch.randint(0, 100, (1, 8))}, tmp_path)
+    assert getattr(loaded.config, field) == 32
+    assert result.after.params < result.before.params
