@@ -197,34 +197,47 @@ def _float32_for_cpu(model: nn.Module, example_inputs):
 
 @contextmanager
 def _no_cache(model: nn.Module) -> Iterator[list[str]]:
-    """Export the forward without a KV cache: a cache object is no tensor an exporter can take."""
+    """Export the forward without a KV cache: a cache object is no tensor an exporter can take.
+
+    Composite models (encoder-decoders, audio-text models) keep ``use_cache`` in their
+    sub-configs (``decoder``, ``text_config``): those are switched off too, and a forward that
+    takes ``use_cache`` is called with False.
+    """
     config = getattr(model, "config", None)
     notes: list[str] = []
-    cached = getattr(config, "use_cache", False) is True
+    cached = [c for c in _configs(config) if getattr(c, "use_cache", False) is True]
     hook = None
+    try:
+        params = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        params = []
+    if config is not None and "use_cache" in params:  # some (T5) build a cache unless told so in the call
+        at = params.index("use_cache")
+
+        def no_cache(_m, args, kwargs):
+            if len(args) > at:  # the TorchScript exporter passes keywords by position
+                return (*args[:at], False, *args[at + 1:]), kwargs
+            return args, {**kwargs, "use_cache": False}
+
+        hook = model.register_forward_pre_hook(no_cache, with_kwargs=True)
     if cached:
-        config.use_cache = False
         notes.append("exported the forward without KV cache (use_cache=False); past_key_values are not outputs")
-        try:
-            params = list(inspect.signature(model.forward).parameters)
-        except (TypeError, ValueError):
-            params = []
-        if "use_cache" in params:  # some (T5) build a cache object unless told so in the call itself
-            at = params.index("use_cache")
-
-            def no_cache(_m, args, kwargs):
-                if len(args) > at:  # the TorchScript exporter passes keywords by position
-                    return (*args[:at], False, *args[at + 1:]), kwargs
-                return args, {**kwargs, "use_cache": False}
-
-            hook = model.register_forward_pre_hook(no_cache, with_kwargs=True)
+    for c in cached:
+        c.use_cache = False
     try:
         yield notes
     finally:
         if hook is not None:
             hook.remove()
-        if cached:
-            config.use_cache = True
+        for c in cached:
+            c.use_cache = True
+
+
+def _configs(config) -> list:
+    """A Hugging Face config and the sub-configs it nests (one level: ``decoder``, ``text_config``)."""
+    if config is None or not hasattr(config, "to_dict"):
+        return []
+    return [config, *(v for k, v in vars(config).items() if not k.startswith("_") and hasattr(v, "to_dict"))]
 
 
 def _with_batch_at(example_inputs, batch: int, dim: int, seed: int):
