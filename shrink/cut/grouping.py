@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from numbers import Number
 
 import numpy as np
+import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning import _helpers, ops
@@ -209,6 +210,20 @@ def _slices_positions(graph, node) -> bool:
     return len(widths) == 1 and int(sizes[dim]) not in widths
 
 
+class _ShapedTuple(tuple):
+    """The tuple a Linear subclass returns (PhiMoE's and Llama 4's routers: ``(logits, indices)``),
+    answering ``.shape`` as its first item: torch-pruning reads ``outputs.shape`` of every Linear
+    before it unwraps tuples. A tuple to everything else."""
+
+    @property
+    def shape(self):
+        return self[0].shape if self and isinstance(self[0], torch.Tensor) else torch.Size()
+
+
+def _shaped(_module, _args, output):
+    return _ShapedTuple(output) if type(output) is tuple else None
+
+
 class Graph(tp.DependencyGraph):
     """torch-pruning's DependencyGraph with a group expansion linear in the channels it reaches.
 
@@ -225,6 +240,9 @@ class Graph(tp.DependencyGraph):
         ran: set = set()
         hooks = [m.register_forward_pre_hook(lambda m, _: ran.add(m)) for m in model.modules()
                  if isinstance(m, nn.Embedding)]
+        # Registered before torch-pruning's own hooks, so they see the output these give back.
+        hooks += [m.register_forward_hook(_shaped) for m in model.modules()
+                  if isinstance(m, nn.Linear) and type(m).forward is not nn.Linear.forward]
 
         def forward(m, x):
             try:
