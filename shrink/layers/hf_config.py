@@ -326,13 +326,13 @@ def head_dim_follows_hidden(model: nn.Module, blocks: list | None = None) -> boo
     top = copy.deepcopy(model.config)
     config = fields(top, view(model))
     for name in FIELDS["hidden"]:
-        if getattr(config, name, None) == hidden:
+        if _get(config, name) == hidden:
             setattr(config, name, 2 * hidden)
-    if getattr(config, "head_dim", None) is None:
+    if _get(config, "head_dim") is None:
         try:  # a family that reads config.head_dim when given one is not tied (Mixtral, Phi, Qwen2)
             config.head_dim = blocks[0].head_dim
-        except AttributeError:
-            pass
+        except Exception:  # noqa: BLE001 - AttributeError, or a per-layer config's refusal (Gemma 4)
+            return True
     try:
         with torch.device("meta"):
             fresh = type(model)(top)
@@ -340,6 +340,15 @@ def head_dim_follows_hidden(model: nn.Module, blocks: list | None = None) -> boo
     except Exception:  # noqa: BLE001 - a config it cannot build: assume the safe, tied case
         return True
     return out_rows(q).shape[0] != out_rows(blocks[0].q).shape[0]
+
+
+def _get(config, name: str):
+    """``getattr(config, name, None)``, also None where a config refuses the global value (Gemma 4's
+    per-layer configs raise AmbiguousGlobalPerLayerAttributeError for ``head_dim``)."""
+    try:
+        return getattr(config, name, None)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _child_name(block) -> str:
