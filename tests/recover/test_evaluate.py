@@ -109,3 +109,17 @@ def test_a_metric_function_returns_total_and_count():
 def test_bad_input_is_one_clear_error(model, data, kwargs, match):
     with pytest.raises(shrink.ShrinkValueError, match=match):
         shrink.evaluate(model, data, **kwargs)
+
+
+def test_perplexity_equals_the_exp_of_a_hugging_face_models_own_loss():
+    """Oracle: GPT-2's own shifted cross-entropy (labels=input_ids), computed by transformers."""
+    transformers = pytest.importorskip("transformers")
+    from hf_models import gpt2
+
+    model = gpt2().eval()
+    assert isinstance(model, transformers.PreTrainedModel)
+    ids = torch.randint(0, 100, (2, 8))
+    with torch.no_grad():
+        expected = math.exp(float(model(input_ids=ids, labels=ids).loss))
+    assert shrink.evaluate(model, [{"input_ids": ids}], metric="perplexity") == pytest.approx(expected, rel=1e-5)
+    assert shrink.evaluate(model, [ids], metric="perplexity") == pytest.approx(expected, rel=1e-5)
