@@ -130,7 +130,9 @@ def write(out: dict, info: dict, seconds: float) -> None:
              f"distillation from the dense model (lr 1e-3), mean (min-max) over {out['seeds']} seed(s). "
              f"torch-pruning {info.get('torch_pruning', '?')} runs its classes through `MetaPruner` at the "
              "same ratio, the classifier ignored. p50: ONNX Runtime CPU batch 1, all models timed in one "
-             f"interleaved `shrink.benchmark` call. Whole run {seconds:.0f} s.", "",
+             "interleaved `shrink.benchmark` call; every cut model has the same widths (same MACs), so the "
+             "spread of their p50 is measurement noise on a shared 2-core machine: compare them at equal "
+             f"latency. Whole run {seconds:.0f} s.", "",
              "| ranking | MACs | params | p50 ms | ranking s | after cut | + BN recalibration | "
              f"+ {out['epochs']} epochs distilled | loss after fit vs dense |",
              "|---|---|---|---|---|---|---|---|---|"]
