@@ -18,7 +18,8 @@ from .masks.prune import SparsifyReport, SparsityReport, make_permanent, prune_i
 from .masks.sweep import SweepReport, sweep
 
 # recover accuracy
-from .recover.train import evaluate, fit, recalibrate_bn
+from .recover.evaluate import evaluate
+from .recover.train import fit, recalibrate_bn
 
 # store
 from .deploy.store import load, save

@@ -37,3 +37,26 @@ def flipped():
             return self.fc(x.mean((2, 3)))
 
     return Flipped()
+
+
+def byte_lm():
+    """A language model over bytes (256 token ids): embedding, one hidden layer, logits per position."""
+    import torch
+    from torch import nn
+
+    class ByteLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.hidden, self.out = nn.Embedding(256, 16), nn.Linear(16, 32), nn.Linear(32, 256)
+
+        def forward(self, ids):
+            return self.out(torch.relu(self.hidden(self.embed(ids))))
+
+    return ByteLM()
+
+
+def small_vocab_lm():
+    """A language model whose 50-token vocabulary cannot read byte-level text."""
+    from torch import nn
+
+    return nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 50))

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size speed targets are measured at")
     p.add_argument("--scope", choices=["local", "global"], default="local")
     p.add_argument("--norm", type=int, choices=[1, 2], default=1)
+    p.add_argument("--importance", choices=["l1", "l2", "activation", "taylor"],
+                   help="how units are ranked (default l1 = --norm 1); activation and taylor rank on --data")
+    p.add_argument("--calibration-batches", type=int, default=8, metavar="N",
+                   help="training batches activation/taylor importance run (default 8)")
     p.add_argument("--reinit", choices=["trained", "initial", "random"], default="trained")
     p.add_argument("--initial", help="state_dict from before training (for --reinit initial)")
     p.add_argument("--ignore", action="append", default=[], help="qualified name kept whole (repeatable)")
@@ -62,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="export and check ONNX")
     p.add_argument("--bench", action="store_true", help="benchmark latency before/after")
-    p.add_argument("--data", help="package.module:loaders returning (train_loader, val_loader)")
+    p.add_argument("--data", help="package.module:loaders returning (train_loader, val_loader), or a plain text "
+                   "file for a language model (windows as long as --input; byte-level ids, or the --hf folder's tokenizer)")
+    p.add_argument("--metric", choices=["accuracy", "perplexity"],
+                   help="measured on --data's validation data (default: perplexity for a text file, else accuracy)")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs (needs --data)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--no-distill", action="store_true", help="fine-tune on labels only")
@@ -175,7 +182,7 @@ def cmd_analyze(args) -> int:
 def cmd_compress(args) -> int:
     from .._util.atomic import check_destination
     from . import loading
-    from .job import Target, compress_to_folder
+    from .job import Quality, Target, compress_to_folder
 
     # Usage and output paths first: nothing is loaded or computed for a run that cannot finish.
     if args.epochs and not args.data:
@@ -185,6 +192,17 @@ def cmd_compress(args) -> int:
         raise ShrinkValueError("--epochs must be >= 0 and --steps >= 1")
     if not 0 < args.lr < float("inf"):
         raise ShrinkValueError(f"--lr must be a finite number > 0, e.g. --lr 1e-3; got {args.lr}")
+    if args.importance in ("activation", "taylor") and not args.data:
+        raise ShrinkValueError(f"--importance {args.importance} ranks units on data: pass --data (package.module:"
+                               "loaders, or a text file), or use --importance l1")
+    if args.calibration_batches < 1:
+        raise ShrinkValueError(f"--calibration-batches must be >= 1; got {args.calibration_batches}")
+    if args.importance and args.norm != 1:
+        raise ShrinkValueError("give --importance or --norm, not both (--importance l2 is --norm 2)")
+    text = bool(args.data) and _is_text(args.data)
+    if text and args.epochs:
+        raise ShrinkValueError("fine-tuning on a text file is not supported yet (fit trains classifiers on "
+                               "(inputs, labels)); drop --epochs, or pass --data package.module:loaders")
     check_destination(args.out, overwrite=args.force, hint="pass --force")
     model = _model(args)
     initial = None
@@ -192,20 +210,51 @@ def cmd_compress(args) -> int:
         if not args.initial:
             raise ShrinkValueError("--reinit initial needs --initial, the state_dict saved before training")
         initial = loading.read_state_dict(args.initial)
+    inputs = _inputs_for(args, model=model)
     train_loader = val_loader = None
-    if args.data:
+    if text:
+        train_loader, val_loader = _text_loaders(args.data, model, inputs, args.hf)
+    elif args.data:
         train_loader, val_loader = _loaders(args.data)
+    quality = Quality(metric=args.metric or ("perplexity" if text else "accuracy"), importance=args.importance,
+                      calibration_batches=args.calibration_batches, data=args.data)
     doc = compress_to_folder(
-        model, _inputs_for(args, model=model), args.out, ratio=args.ratio, scope=args.scope,
+        model, inputs, args.out, ratio=args.ratio, scope=args.scope,
         target=Target(args.speedup, args.latency_ms, args.macs, args.params, args.runtime, args.device, args.batch),
         norm=args.norm, reinit=args.reinit, initial_state=initial, ignore=args.ignore, round_to=args.round_to,
         strict=args.strict, trace_timeout=args.trace_timeout, onnx=args.onnx, bench=args.bench,
         train_loader=train_loader, val_loader=val_loader, finetune_epochs=args.epochs, lr=args.lr,
         distill=not args.no_distill, steps=args.steps, overwrite=args.force, model_spec=args.model,
-        hf_source=args.hf,
+        hf_source=args.hf, quality=quality,
     )
     _print_summary(doc)
     return 0
+
+
+def _is_text(spec: str) -> bool:
+    """--data names a text file (a path that exists, or ends in .txt) rather than package.module:loaders."""
+    path = Path(spec)
+    if path.suffix == ".txt" and not path.is_file():
+        raise ShrinkValueError(f"--data {spec!r}: no such text file")
+    return path.is_file()
+
+
+def _text_loaders(spec: str, model, inputs, hf_folder):
+    """(train, val) windows of a text file, as long as the example input's token ids."""
+    import torch
+    from torch import nn
+
+    from .data import text_loaders
+
+    values = list(inputs.values()) if isinstance(inputs, dict) else list(inputs) if isinstance(inputs, tuple) else [inputs]
+    ids = next((v for v in values if isinstance(v, torch.Tensor) and not v.is_floating_point() and v.dim() >= 1), None)
+    if ids is None:
+        raise ShrinkValueError(f"--data {spec!r} is a text file, data for a language model: its example input must be "
+                               "token ids, e.g. --input int64:1x128 (the windows are that long)")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None:
+        vocab = next((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    return text_loaders(spec, seq_len=int(ids.shape[-1]), vocab_size=vocab, tokenizer_folder=hf_folder)
 
 
 def _loaders(spec: str):
@@ -239,8 +288,11 @@ def _print_summary(doc: dict) -> None:
     for key in ("params", "macs"):
         d = doc[key]
         table.add_row(key, f"{d['before']:,}", f"{d['after']:,}", f"÷{d['ratio']:.2f}")
-    for stage, acc in doc.get("accuracy", {}).items():
-        table.add_row(f"accuracy {stage}", "", f"{acc:.2%}", "")
+    from .report import format_value
+
+    metric = doc.get("quality", {}).get("metric", "accuracy")
+    for row in doc.get("quality", {}).get("stages", []):
+        table.add_row(f"{metric} {row['stage']}", "", format_value(metric, row["value"]), "")
     for row in doc.get("latency", []):
         table.add_row(f"p50 {row['runtime']} {row['device']} b{row['batch']}", "", f"×{row['speedup']:.2f} faster",
                       f"eff {row['efficiency']:.2f}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from torch import nn
@@ -13,13 +14,15 @@ from . import report
 from .._util.clone import clone
 from .._util.atomic import atomic_folder, check_destination
 from ..deploy.bench import benchmark
+from ..cut.calibrate import DATA_AWARE
 from ..cut.compress import compress
 from ..errors import ShrinkValueError
 from ..deploy.export import export_onnx
 from ..deploy import hf
 from ..deploy.store import write_into
 from ..cut.iterative import compress_iteratively
-from ..recover.train import evaluate, fit, recalibrate_bn
+from ..recover.evaluate import evaluate
+from ..recover.train import fit, recalibrate_bn
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,30 @@ class Target:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """What the main job measures on data and how it ranks with it (the CLI builds one from its flags).
+
+    Attributes:
+        metric: `shrink.evaluate`'s ``metric``: "accuracy", "perplexity" or a function
+            ``(model, batch) -> (total, count)``; measured on the validation data dense, right after
+            the cut (and after BatchNorm recalibration), and after recovery.
+        importance: `shrink.compress`'s ``importance`` ("l1", "l2", "activation", "taylor"); None
+            follows ``norm``.
+        calibration_batches: how many of the first training batches the data-aware importances run.
+        data: how the data was named (``--data``), for the report.
+    """
+
+    metric: str | Callable = "accuracy"
+    importance: str | None = None
+    calibration_batches: int = 8
+    data: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "custom"),
+                "importance": self.importance, "calibration_batches": self.calibration_batches, "data": self.data}
 
 
 def compress_to_folder(
@@ -77,6 +104,7 @@ def compress_to_folder(
     model_spec: str | None = None,
     progress: bool = True,
     hf_source: str | os.PathLike | None = None,
+    quality: Quality | None = None,
 ) -> dict:
     """Compress ``model`` and write everything a deployment needs into the folder ``out``.
 
@@ -90,6 +118,11 @@ def compress_to_folder(
     With ``steps > 1`` the cut is made in that many rounds (`compress_iteratively`), fine-tuning
     ``finetune_epochs`` after each round when data is given; the schedule goes in the report.
 
+    With ``val_loader`` the report shows ``quality.metric`` dense, right after the cut, after
+    BatchNorm recalibration (when the model has BatchNorm and ``train_loader`` is given) and after
+    fine-tuning, beside size and latency; without it, it says there is no data. A data-aware
+    ``quality.importance`` ranks on the first ``quality.calibration_batches`` training batches.
+
     With a ``target`` (speed-up, latency, MACs or parameter budget) `compress` chooses the widths
     and, for speed, measures them; the report shows the target, the prediction and the measurement.
     Without one, ``ratio`` (default 0.5) applies, and with ``bench`` a compressed model measured
@@ -102,9 +135,15 @@ def compress_to_folder(
     if finetune_epochs and train_loader is None:
         raise ShrinkValueError(f"fine-tuning for {finetune_epochs} epochs needs training data: pass --data "
                                "package.module:loaders (returning (train_loader, val_loader)), or drop --epochs")
-    accuracy, history = {}, []
+    quality = quality or Quality()
+    calibration = _calibration(quality, train_loader)
+
+    def measure(m) -> float:
+        return evaluate(m, val_loader, metric=quality.metric)
+
+    stages, history = {}, []
     if val_loader is not None:
-        accuracy["before"] = evaluate(model, val_loader)
+        stages["dense"] = measure(model)
     teacher = clone(model).eval() if distill and train_loader is not None else None
     schedule = []
     target = target or Target()
@@ -122,25 +161,26 @@ def compress_to_folder(
                     history.append({"step": k, **record})
 
         result, schedule = compress_iteratively(
-            model, example_inputs, ratio=ratio, steps=steps, norm=norm, ignore=ignore, round_to=round_to,
-            finetune=finetune, evaluate=(lambda m: evaluate(m, val_loader)) if val_loader is not None else None)
+            model, example_inputs, ratio=ratio, steps=steps, norm=norm, importance=quality.importance,
+            calibration=calibration, ignore=ignore, round_to=round_to, finetune=finetune,
+            evaluate=measure if val_loader is not None else None)
         if val_loader is not None:
-            accuracy[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
+            stages[f"after {steps} rounds of cut + fine-tuning"] = schedule[-1]["metric"]
     else:
         goal = {k: v for k, v in target.to_dict().items() if v is not None} if target.given() else {}
-        result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, reinit=reinit,
-                          initial_state=initial_state, ignore=ignore, round_to=round_to, strict=strict,
-                          trace_timeout=trace_timeout, **goal)
+        result = compress(model, example_inputs, ratio=ratio, scope=scope, norm=norm, importance=quality.importance,
+                          calibration=calibration, reinit=reinit, initial_state=initial_state, ignore=ignore,
+                          round_to=round_to, strict=strict, trace_timeout=trace_timeout, **goal)
         if val_loader is not None:
-            accuracy["after cut"] = evaluate(result.model, val_loader)
+            stages["after cut"] = measure(result.model)
         if train_loader is not None and recalibrate_bn(result.model, train_loader) and val_loader is not None:
-            accuracy["after cut + BatchNorm recalibration"] = evaluate(result.model, val_loader)
+            stages["after cut + BatchNorm recalibration"] = measure(result.model)
         if train_loader is not None and finetune_epochs > 0:
             history = fit(result.model, train_loader, epochs=finetune_epochs, lr=lr, teacher=teacher,
                           val_loader=val_loader, progress=progress)
             if val_loader is not None:
                 stage = "after fine-tuning" + (" (distilled)" if teacher is not None else "")
-                accuracy[stage] = evaluate(result.model, val_loader)
+                stages[stage] = measure(result.model)
     with atomic_folder(out, overwrite=overwrite, hint="pass --force") as tmp:
         if hf_source is not None:
             hf.write_into(result, tmp, source=hf_source)
@@ -158,10 +198,23 @@ def compress_to_folder(
             (tmp / "latency.md").write_text(bench_report.to_markdown())
         settings = {**result.plan.settings, "model": model_spec, "finetune_epochs": finetune_epochs,
                     "distill": distill if finetune_epochs else None,
-                    "target": target.to_dict() if target.given() else None}
+                    "target": target.to_dict() if target.given() else None, "quality": quality.to_dict()}
+        measured = {**quality.to_dict(), "stages": stages,
+                    "note": None if val_loader is not None else report.NO_DATA}
         doc = report.write(tmp, result, settings=settings, export=export, bench=bench_report,
-                           accuracy=accuracy, history=history, files=files, schedule=schedule)
+                           quality=measured, history=history, files=files, schedule=schedule)
     for warning in doc.get("warnings", []):
         log.warning("%s", warning)
     doc["out"] = str(out)
     return doc
+
+
+def _calibration(quality: Quality, train_loader) -> list | None:
+    """The first training batches, for a data-aware importance; a clear error when there is no data."""
+    if quality.importance not in DATA_AWARE:
+        return None
+    if train_loader is None:
+        raise ShrinkValueError(f"--importance {quality.importance} ranks units on data: pass --data (package."
+                               "module:loaders returning (train_loader, val_loader), or a text file), or use "
+                               "--importance l1")
+    return list(itertools.islice(train_loader, quality.calibration_batches))

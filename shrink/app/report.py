@@ -19,13 +19,21 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def summary(result, *, files: dict | None = None, accuracy: dict | None = None, bench=None) -> dict:
-    """Numbers of the report as one JSON-able dict."""
+NO_DATA = "no --data given"
+
+
+def summary(result, *, files: dict | None = None, quality: dict | None = None, bench=None) -> dict:
+    """Numbers of the report as one JSON-able dict.
+
+    ``quality``: ``{"metric", "stages": {stage: value}, "note", ...}`` as the job measured it; the
+    report gives each stage a row with the size and latency of the model it was measured on.
+    """
     doc = {
         "params": {"before": result.before.params, "after": result.after.params, "ratio": result.params_ratio},
         "macs": {"before": result.before.macs, "after": result.after.macs, "ratio": result.macs_ratio},
         "files_bytes": files or {},
-        "accuracy": accuracy or {},
+        "importance": dict(getattr(result, "importance", None) or {"method": "l1"}),
+        "quality": _quality(result, quality or {}, bench),
     }
     if bench is not None:
         doc["latency"] = [
@@ -44,11 +52,36 @@ def summary(result, *, files: dict | None = None, accuracy: dict | None = None, 
     return doc
 
 
-def write(folder: str | Path, result, *, settings: dict, export=None, bench=None, accuracy: dict | None = None,
+def _quality(result, quality: dict, bench) -> dict:
+    """One row per measured stage: the metric beside the size (and p50 latency) of that model."""
+    stages = quality.get("stages") or {}
+    latency = {}
+    if bench is not None:
+        ok = [r for r in bench.rows if not r.skipped]
+        where = min(((r.runtime, r.device, r.batch) for r in ok), default=None,
+                    key=lambda k: (k[2], k[0] != "onnxruntime", k[1] != "cpu", k))
+        latency = {r.model: r.p50_ms for r in ok if (r.runtime, r.device, r.batch) == where}
+    rows = []
+    for stage, value in stages.items():
+        dense = stage == "dense"
+        size = result.before if dense else result.after
+        rows.append({"stage": stage, "value": value, "params": size.params, "macs": size.macs,
+                     "p50_ms": latency.get("before" if dense else "after")})
+    out = {k: v for k, v in quality.items() if k != "stages"}
+    out["metric"] = quality.get("metric") or "accuracy"
+    out["stages"] = rows
+    if not rows:
+        out["note"] = quality.get("note") or NO_DATA
+    if latency:
+        out["latency_at"] = dict(zip(("runtime", "device", "batch"), where))
+    return out
+
+
+def write(folder: str | Path, result, *, settings: dict, export=None, bench=None, quality: dict | None = None,
           history: list | None = None, files: dict | None = None, schedule: list | None = None) -> dict:
     """Write report.md, report.json and plots (widths.png, latency.png) into ``folder``."""
     folder = Path(folder)
-    doc = summary(result, files=files, accuracy=accuracy, bench=bench)
+    doc = summary(result, files=files, quality=quality, bench=bench)
     doc.update(settings=settings, versions=_versions(), widths=result.plan.widths,
                export=export.to_dict() if export else None, benchmark=bench.to_dict() if bench else None,
                history=history or [], schedule=schedule or [])
@@ -91,10 +124,7 @@ def _markdown(doc: dict, result, export, bench) -> str:
              f"| MACs (one forward on the example inputs) | {_fmt(m['before'])} | {_fmt(m['after'])} | ÷{m['ratio']:.2f} |"]
     for name, size in doc["files_bytes"].items():
         lines.append(f"| {name} size | | {size / 2**20:.2f} MiB | |")
-    acc = doc["accuracy"]
-    if acc:
-        lines += ["", "## Accuracy", "", "| stage | accuracy |", "|---|---|"]
-        lines += [f"| {stage} | {value:.2%} |" for stage, value in acc.items()]
+    lines += _quality_section(doc)
     if bench is not None:
         lines += ["", "## Latency", "", "p50 before and after; efficiency = speed-up ÷ MAC reduction "
                   f"(÷{m['ratio']:.2f}); 1.0 means latency fell exactly as much as compute.", "",
@@ -118,10 +148,11 @@ def _markdown(doc: dict, result, export, bench) -> str:
                   for o in export.outputs]
         lines += [""] + [f"- {n}" for n in export.notes] if export.notes else []  # float32 graph, no KV cache, ...
     if doc.get("schedule"):
-        lines += ["", "## Iterative schedule", "", "| round | kept fraction | params | MACs | val accuracy |",
+        metric = doc["quality"]["metric"]
+        lines += ["", "## Iterative schedule", "", f"| round | kept fraction | params | MACs | val {metric} |",
                   "|---|---|---|---|---|"]
         lines += [f"| {e['step']} | {e['kept_fraction']:.3f} | {_fmt(e['params'])} | {_fmt(e['macs'])} | "
-                  + (f"{e['metric']:.2%} |" if "metric" in e else " |") for e in doc["schedule"]]
+                  + (f"{format_value(metric, e['metric'])} |" if "metric" in e else " |") for e in doc["schedule"]]
     if doc.get("history"):
         lines += ["", "## Fine-tuning", "", "| round | epoch | loss | val accuracy |", "|---|---|---|---|"]
         lines += [f"| {h.get('step', 1)} | {h['epoch']} | {h['loss']:.4f} | "
@@ -135,6 +166,37 @@ def _markdown(doc: dict, result, export, bench) -> str:
     lines += ["", "## Settings", "", "```json", json.dumps(doc["settings"], indent=1, default=str), "```",
               "", "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def format_value(metric: str, value: float) -> str:
+    """A metric as the report prints it: accuracy in percent, perplexity to three decimals."""
+    if metric == "accuracy":
+        return f"{value:.2%}"
+    return f"{value:.3f}" if metric == "perplexity" else f"{value:.4g}"
+
+
+def _quality_section(doc: dict) -> list[str]:
+    """The metric dense, after the cut and after recovery, beside size and latency; or why there is none."""
+    q = doc["quality"]
+    metric = q["metric"]
+    lines = ["", "## Quality", ""]
+    if not q["stages"]:
+        return lines + [f"No {metric} rows: {q.get('note') or NO_DATA}. Pass --data (package.module:loaders "
+                        "returning (train_loader, val_loader), or a text file for a language model) to measure "
+                        "it dense, after the cut and after recovery."]
+    at = q.get("latency_at")
+    where = f" ({at['runtime']} {at['device']}, batch {at['batch']})" if at else ""
+    ranked = doc.get("importance", {})
+    cost = (f", calibration {ranked['batches']} batches in {ranked['seconds']:.2f} s"
+            if "batches" in ranked else "")
+    lines += [f"{metric} on {q.get('data') or 'the validation data'}; units ranked by "
+              f"{ranked.get('method', 'l1')}{cost}.", "",
+              f"| stage | {metric} | parameters | MACs | p50 ms{where} |", "|---|---|---|---|---|"]
+    for row in q["stages"]:
+        p50 = f"{row['p50_ms']:.3f}" if row.get("p50_ms") is not None else "not measured (--bench)"
+        lines.append(f"| {row['stage']} | {format_value(metric, row['value'])} | {_fmt(row['params'])} | "
+                     f"{_fmt(row['macs'])} | {p50} |")
+    return lines
 
 
 def _checks_section(plan) -> list[str]:

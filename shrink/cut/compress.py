@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
@@ -14,7 +15,7 @@ from .._util.clone import clone
 from .._util import checks
 from .._util import snapshot
 from .._util import inputs as _inputs
-from . import graph, heal, layout, select
+from . import calibrate, graph, heal, layout, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
@@ -44,6 +45,9 @@ class Result:
             output, ignored, a black box to the tracer, or cutting it broke the model or changed
             what it computes (found and undone by compress itself).
         measured: latency of dense and compressed on the target's runtime (speed targets only).
+        importance: how units were ranked: ``{"method": "l1"}``, or for data-aware rankings also
+            the calibration cost (``batches``, ``seconds``), the ``loss`` taylor differentiated and
+            the layers that could not be measured and ranked by L1 (``by_weight``).
     """
 
     model: nn.Module
@@ -52,6 +56,7 @@ class Result:
     after: Size
     kept_whole: dict[str, str] = field(default_factory=dict)
     measured: Measured | None = None
+    importance: dict = field(default_factory=lambda: {"method": "l1"})
 
     @property
     def params_ratio(self) -> float:
@@ -72,6 +77,7 @@ class Result:
             "kept_whole": dict(self.kept_whole),
             "plan": self.plan.to_dict(),
             "measured": self.measured.to_dict() if self.measured is not None else None,
+            "importance": dict(self.importance),
         }
 
 
@@ -162,6 +168,8 @@ def compress(
     params: float | None = None,
     scope: str = "local",
     norm: int = 1,
+    importance: str | None = None,
+    calibration: Iterable | None = None,
     reinit: str = "trained",
     initial_state: Mapping[str, torch.Tensor] | None = None,
     ignore: Iterable = (),
@@ -172,7 +180,7 @@ def compress(
     trace_timeout: float | None = 180.0,
     uniform: bool | None = None,
 ) -> Result:
-    """Physically remove the lowest-norm units of ``model``, keeping its outputs' shapes.
+    """Physically remove the least important units of ``model`` (lowest L1 norm by default), keeping its outputs' shapes.
 
     Args:
         model: the trained model.
@@ -186,7 +194,24 @@ def compress(
         macs, params: a budget instead: at most this fraction of the original MACs / parameters,
             as `shrink.count` counts them.
         scope: "local" (each group loses ``ratio``) or "global" (one threshold across groups).
-        norm: 1 for the L1 norm of each unit's weights, 2 for L2 (see `shrink.importance`).
+        norm: 1 for the L1 norm of each unit's weights, 2 for L2 (the same as importance="l1"/"l2").
+        importance: how units are ranked (formulas and sources in ``shrink/cut/importance.py``):
+
+            - ``"l1"`` (default) / ``"l2"``: the Lp norm of the unit's producing weight rows,
+              summed over coupled layers (Li et al. 2017). No data.
+            - ``"activation"``: the mean |output| of each producing layer's channel over the
+              calibration batches, summed over coupled layers; a head's score is its attention
+              output (the output projection's input), Minitron (Sreenivas et al. 2024). Runs
+              under ``torch.inference_mode``.
+            - ``"taylor"``: ``sum |w * dL/dw|`` over the unit's producing rows, gradients
+              accumulated over the calibration batches (Molchanov et al. 2019; torch-pruning's
+              ``TaylorImportance``). ``L`` is the model's own loss when it returns one, else the
+              cross-entropy of its logits against the batch's labels (next-token for sequences),
+              against the input ids (language models), or against the logits' own argmax.
+        calibration: the batches data-aware importance runs (required for them, refused for
+            "l1"/"l2"): a list or DataLoader of what the model takes (a tensor, a tuple of
+            tensors, a dict of keyword tensors), optionally with labels as ``(inputs, labels)``.
+            Every batch is used; 8-32 are typical. The cost is in ``Result.importance``.
         reinit: "trained" keeps trained values; "initial" takes them from ``initial_state``;
             "random" re-initialises every layer, seeded by ``seed``.
         initial_state: the state_dict from before training (needed for reinit="initial").
@@ -216,10 +241,15 @@ def compress(
         >>> result = shrink.compress(net, torch.randn(1, 8), ratio=0.5)
         >>> result.model[0].out_features
         8
+        >>> batches = [torch.randn(32, 8) for _ in range(4)]
+        >>> result = shrink.compress(net, torch.randn(1, 8), ratio=0.5, importance="taylor", calibration=batches)
+        >>> result.importance["batches"]
+        4
     """
     model = checks.uncompiled(model)
     target = check_target(ratio, {"speedup": speedup, "latency_ms": latency_ms, "macs": macs, "params": params})
     ratio = 0.5 if ratio is None and not target else ratio
+    importance, norm = calibrate.check(importance, norm, calibration)
     check_options(ratio if ratio is not None else 0.5, scope, norm, reinit, round_to)
     if not isinstance(model, nn.Module):
         raise ShrinkTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
@@ -235,7 +265,8 @@ def compress(
         from ..target.solve import compress_to_target
 
         return compress_to_target(model, example_inputs, target=target, ratio=ratio, runtime=runtime, device=device,
-                                  batch_size=batch_size, scope=scope, norm=norm, reinit=reinit,
+                                  batch_size=batch_size, scope=scope, norm=norm, importance=importance,
+                                  calibration=calibration, reinit=reinit,
                                   initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
                                   seed=seed, strict=strict, trace_timeout=trace_timeout, uniform=uniform)
     source_sha256 = state_hash(model.state_dict())
@@ -249,16 +280,19 @@ def compress(
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)
     traced = graph.trace(work, example_inputs, ignore=ignore, outputs=outputs, timeout=trace_timeout)
-    # Step 1: rank every group on the trained weights and choose what goes.
+    # Step 1: rank every group (on the trained weights, or on calibration data through stand-in
+    # weights: calibrate.py) and choose what goes.
+    ranking = calibrate.prepare(traced, example_inputs, importance, calibration)
     unranked: dict[str, str] = {}
-    steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
-    steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
-    steps += expert_steps(work, ratio=ratio, p=norm, ignore=ignore)  # mixture-of-experts FFNs (layers/hf_moe.py)
-    uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
-    kept_uniform: dict[str, str] = {}
-    if uniform:
-        steps = equalise(traced, steps, p=norm, why=kept_uniform)
-        kinds = uniform_widths.kinds_of(traced)  # before the cut narrows the layers
+    with ranking.applied(work) if ranking is not None else contextlib.nullcontext():
+        steps = select.width_steps(traced, ratio=ratio, scope=scope, p=norm, round_to=round_to, unranked=unranked)
+        steps += select.head_steps(traced, ratio=ratio, scope=scope, p=norm)
+        steps += expert_steps(work, ratio=ratio, p=norm, ignore=ignore)  # mixture-of-experts FFNs (layers/hf_moe.py)
+        uniform = hf_config.is_hf(model) if uniform is None else bool(uniform)
+        kept_uniform: dict[str, str] = {}
+        if uniform:
+            steps = equalise(traced, steps, p=norm, why=kept_uniform)
+            kinds = uniform_widths.kinds_of(traced)  # before the cut narrows the layers
     kept_whole = {**traced.kept_groups(), **unranked, **kept_uniform}
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
@@ -304,7 +338,7 @@ def compress(
         inputs=_inputs.to_spec(example_inputs),
         settings={
             "ratio": dict(ratio) if isinstance(ratio, Mapping) else ratio,
-            "scope": scope, "norm": norm, "reinit": reinit, "round_to": round_to,
+            "scope": scope, "norm": norm, "importance": importance, "reinit": reinit, "round_to": round_to,
             "ignore": graph.ignore_names(work, ignore),
             "seed": seed,
             "uniform": uniform,
@@ -316,7 +350,8 @@ def compress(
         layout=layout.describe(layout_before, work),
     )
     log.info("compressed %d -> %d params in %d cuts", before.params, after.params, len(steps))
-    return Result(model=work, plan=plan, before=before, after=after, kept_whole=dict(sorted(kept_whole.items())))
+    return Result(model=work, plan=plan, before=before, after=after, kept_whole=dict(sorted(kept_whole.items())),
+                  importance=ranking.to_dict() if ranking is not None else {"method": importance})
 
 
 def _asked_for_cuts(ratio) -> bool:

@@ -16,7 +16,7 @@ from torch import nn
 from .._util import checks
 from .._util import snapshot
 from .._util.clone import clone
-from . import graph, layout
+from . import calibrate, graph, layout
 from .compress import Result, check_options, compress
 from ..errors import ShrinkValueError
 from .._util.hashing import state_hash
@@ -39,11 +39,16 @@ def compress_iteratively(
     finetune: Callable[[nn.Module, int], object] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
     norm: int = 1,
+    importance: str | None = None,
+    calibration=None,
     ignore=(),
     round_to: int | None = None,
     inplace: bool = False,
 ) -> tuple[Result, list[dict]]:
     """Reach ``ratio`` in ``steps`` physical cuts with ``finetune(model, step)`` between them.
+
+    ``importance`` and ``calibration`` are `shrink.compress`'s: a data-aware ranking is measured
+    again on the model of each round (``Result.importance`` adds up the rounds' cost).
 
     Returns:
         The `Result` (its plan replays every round with `shrink.load`) and one log entry per
@@ -51,7 +56,10 @@ def compress_iteratively(
     """
     checks.module(model)
     checks.ignore_list(ignore)
+    importance, norm = calibrate.check(importance, norm, calibration)
     check_options(ratio, "local", norm, "trained", round_to)
+    if importance in calibrate.DATA_AWARE and iter(calibration) is calibration:
+        calibration = list(calibration)  # every round runs it: a generator would be used up after one
     if isinstance(ratio, dict) or not isinstance(steps, int) or steps < 1:
         raise ShrinkValueError("compress_iteratively takes one float ratio and steps >= 1")
     source_sha256 = state_hash(model.state_dict())
@@ -59,7 +67,7 @@ def compress_iteratively(
     work = model if inplace else clone(model)
     layout_before = layout.record(work)
     start = _units(graph.trace(work, example_inputs, ignore=ignore))
-    all_steps, log, kept, before, kept_whole = [], [], {}, None, {}
+    all_steps, log, kept, before, kept_whole, cost = [], [], {}, None, {}, {}
     for k in range(1, steps + 1):
         now = _units(graph.trace(work, example_inputs, ignore=ignore))
         ratios = {}
@@ -69,8 +77,9 @@ def compress_iteratively(
             goal = max(goal, 1)
             if n_now > goal:
                 ratios[name] = (n_now - goal) / n_now
-        result = compress(work, example_inputs, ratio=ratios or 0.0, norm=norm, ignore=ignore, round_to=round_to,
-                          inplace=True)
+        result = compress(work, example_inputs, ratio=ratios or 0.0, norm=norm, importance=importance,
+                          calibration=calibration, ignore=ignore, round_to=round_to, inplace=True)
+        cost = _add_cost(cost, result.importance)
         before = before or result.before
         all_steps += [replace(s, round=k) for s in result.plan.steps]
         kept = _compose(kept, result.plan.kept)
@@ -86,7 +95,20 @@ def compress_iteratively(
                 {**result.plan.settings, "ratio": ratio, "steps": steps}, source_sha256,
                 kept_whole=dict(sorted(kept_whole.items())), checks=result.plan.checks,
                 layout=layout.describe(layout_before, work))
-    return Result(work, plan, before, result.after, kept_whole=dict(sorted(kept_whole.items()))), log
+    return Result(work, plan, before, result.after, kept_whole=dict(sorted(kept_whole.items())), importance=cost), log
+
+
+def _add_cost(total: dict, one: dict) -> dict:
+    """The rounds' importance records as one: batches and seconds added, layers ranked by weight joined."""
+    if not total:
+        return dict(one)
+    out = dict(total)
+    for key in ("batches", "seconds"):
+        if key in one:
+            out[key] = out.get(key, 0) + one[key]
+    if "by_weight" in one:
+        out["by_weight"] = sorted(set(out.get("by_weight", [])) | set(one["by_weight"]))
+    return out
 
 
 def _compose(previous: dict, current: dict) -> dict:

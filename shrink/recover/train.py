@@ -12,26 +12,9 @@ from torch import nn
 from .._util import checks
 from .._util.progress import progress_bar
 from ..errors import ShrinkValueError
+from .evaluate import evaluate  # evaluate.py; fit reports val_accuracy with it, older imports find it here
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, device: str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` over ``loader`` (batches of ``(inputs, labels)``), in [0, 1]."""
-    checks.module(model)
-    was_training = model.training
-    model.eval().to(device)
-    correct = total = 0
-    for batch in loader:
-        x, y = _pair(batch, "the evaluation loader")
-        pred = model(x.to(device)).argmax(dim=1)
-        correct += int((pred == y.to(device)).sum())
-        total += len(y)
-    model.train(was_training)
-    if total == 0:
-        raise ShrinkValueError("the evaluation loader yielded no samples")
-    return correct / total
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ Budgets (``macs=``, ``params=``): the same allocation with exact MAC/parameter c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 
 
 from .._util.clone import clone
-from ..cut import graph, select
+from ..cut import calibrate, graph, select
 from ..cut.compress import Result, compress
 from ..cut.measure import Measured, count
 from ..errors import ShrinkError, ShrinkValueError
@@ -58,7 +59,12 @@ def compress_to_target(model, example_inputs, *, target: dict, ratio, runtime: s
         raise ShrinkValueError("speed targets, budgets and round_to='auto' choose per-group widths: use scope='local'")
     traced = graph.trace(clone(model), example_inputs, ignore=options.get("ignore", ()),
                          timeout=options.get("trace_timeout", 180.0))
-    space = build(traced, example_inputs, p=options.get("norm", 1))
+    # Data-aware importance is measured once, here; every cut below reuses it.
+    ranking = calibrate.prepare(traced, example_inputs, options.get("importance"), options.get("calibration"))
+    if ranking is not None:
+        options["calibration"] = ranking
+    with ranking.applied(traced.model) if ranking is not None else contextlib.nullcontext():
+        space = build(traced, example_inputs, p=options.get("norm", 1))
     uniform = options.get("uniform")
     if hf_config.is_hf(model) if uniform is None else uniform:
         space = tie(space, traced)  # compress would equalise each kind's widths: allocate them as one

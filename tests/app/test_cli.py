@@ -42,7 +42,7 @@ def test_compress_writes_a_folder_that_loads(tmp_path, ckpt):
     markdown = (out / "report.md").read_text()
     assert "## Verification" in markdown and "checked exactly" in markdown
     assert report["params"]["after"] == shrink.count(loaded, torch.randn(1, 4)).params
-    assert set(report["accuracy"]) == {"before", "after cut", "after fine-tuning (distilled)"}
+    assert [row["stage"] for row in report["quality"]["stages"]] == ["dense", "after cut", "after fine-tuning (distilled)"]
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -147,7 +147,7 @@ def test_demo_pipeline_quick(tmp_path):
 
     doc = run_demo(str(tmp_path / "demo"), quick=True, progress=False)
     assert doc["params"]["after"] < doc["params"]["before"]
-    assert doc["accuracy"]["before"] > 0.5
+    assert doc["quality"]["stages"][0]["stage"] == "dense" and doc["quality"]["stages"][0]["value"] > 0.5
     assert (tmp_path / "demo" / "model.onnx").exists() and (tmp_path / "demo" / "latency.png").exists()
     assert doc["export"]["max_rel_diff"] <= 1e-4
 
