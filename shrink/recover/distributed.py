@@ -5,7 +5,8 @@ When is a run distributed (``fit(distributed=...)``):
 - ``"auto"`` (the default): when a process group is already initialised with more than one
   process, or when the environment ``torchrun`` sets is there (``WORLD_SIZE`` > 1, ``RANK``,
   ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); then `fit` initialises the group itself and
-  destroys it when it returns. Anything else is a single process, trained exactly as before.
+  leaves it for later calls, destroyed when the process exits (a group destroyed and made again
+  in the same torchrun job can hang: gloo reads the old addresses its store still holds). Anything else is a single process, trained exactly as before.
 - ``True``: the same, but a run that finds neither is an error instead of a single process.
 - ``False``: one process even under torchrun (every rank trains its own copy).
 
@@ -18,8 +19,9 @@ FSDP2 (`torch.distributed.fsdp.fully_shard`): first each child of every ``nn.Mod
 full weights are gathered back into the user's module on every rank. Rank 0's weights are the
 starting point on every rank.
 
-Which batches a rank sees: a `DataLoader` over a map-style dataset with its default sampler
-(sequential or shuffled) is rebuilt with a `DistributedSampler` (shuffled ones with seed 0 and
+Which batches a rank sees: a `DataLoader` with a `DistributedSampler` is used as it is (and
+``set_epoch`` is called each epoch). A `DataLoader` over a map-style dataset with its default
+sampler (sequential or shuffled) is rebuilt with a `DistributedSampler` (shuffled ones with seed 0 and
 ``set_epoch`` each epoch), so rank r reads samples r, r+W, r+2W, ... Any other iterable is
 sharded by batch: rank r takes batches r, r+W, r+2W, ... of what it yields, so it must yield the
 same batches in the same order on every rank (checked on the first batch of each epoch), and a
@@ -29,6 +31,7 @@ Either way ``batch_size`` is per rank: the global batch is W x batch_size (x ``a
 
 from __future__ import annotations
 
+import atexit
 import copy
 import logging
 import os
@@ -52,7 +55,7 @@ class Context:
     Attributes:
         rank, world_size, local_rank: as torch.distributed numbers them (0, 1, 0 for one process).
         device: the device this rank trains on.
-        created_group: `fit` initialised the process group and destroys it at the end.
+        created_group: this call of `fit` initialised the process group.
     """
 
     rank: int = 0
@@ -102,6 +105,7 @@ def setup(distributed, device: str) -> Context:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend)
+        atexit.register(_destroy)
         created = True
     world, rank = dist.get_world_size(), dist.get_rank()
     if world <= 1:
@@ -113,10 +117,10 @@ def setup(distributed, device: str) -> Context:
     return Context(rank, world, local, place, created)
 
 
-def teardown(ctx: Context) -> None:
+def _destroy() -> None:
     import torch.distributed as dist
 
-    if ctx.created_group and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -267,8 +271,11 @@ class Shards:
 
     def __init__(self, loader: Iterable, ctx: Context) -> None:
         self.ctx = ctx
-        self.loader = _with_distributed_sampler(loader, ctx) if ctx.distributed else loader
-        self.strided = ctx.distributed and self.loader is loader
+        from torch.utils.data import DistributedSampler
+
+        own = isinstance(getattr(loader, "sampler", None), DistributedSampler)  # already gives each rank its share
+        self.loader = _with_distributed_sampler(loader, ctx) if ctx.distributed and not own else loader
+        self.strided = ctx.distributed and not own and self.loader is loader
         self.dropped = False
 
     @property

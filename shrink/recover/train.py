@@ -181,16 +181,13 @@ def fit(
     _check_options(task, accumulate, precision, shard, checkpoint_every, device)
     path = _ckpt.check_path(checkpoint)
     ctx = _ranks.setup(distributed, device)
-    try:
-        if shard and not ctx.distributed:
-            raise ShrinkValueError("shard=True splits the model over several processes, but this is one process; "
-                                   "launch with `torchrun --nproc_per_node 2 script.py`, or pass shard=False")
-        return _train(model, train_loader, ctx, path, epochs=epochs, lr=lr, weight_decay=weight_decay, teacher=teacher,
-                      temperature=temperature, alpha=alpha, val_loader=val_loader, progress=progress, task=task,
-                      accumulate=accumulate, precision=precision, shard=shard, checkpoint_every=checkpoint_every,
-                      device=device if not ctx.distributed else ctx.device)
-    finally:
-        _ranks.teardown(ctx)
+    if shard and not ctx.distributed:
+        raise ShrinkValueError("shard=True splits the model over several processes, but this is one process; "
+                               "launch with `torchrun --nproc_per_node 2 script.py`, or pass shard=False")
+    return _train(model, train_loader, ctx, path, epochs=epochs, lr=lr, weight_decay=weight_decay, teacher=teacher,
+                  temperature=temperature, alpha=alpha, val_loader=val_loader, progress=progress, task=task,
+                  accumulate=accumulate, precision=precision, shard=shard, checkpoint_every=checkpoint_every,
+                  device=device if not ctx.distributed else ctx.device)
 
 
 def _check_options(task, accumulate, precision, shard, checkpoint_every, device) -> None:
