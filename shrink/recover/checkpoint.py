@@ -152,12 +152,21 @@ def save(path: Path, wrapped: nn.Module, optimiser: torch.optim.Optimizer, progr
 
 @dataclass
 class Loaded:
-    """A checkpoint read back: `Progress` plus the tensors the model and optimiser take."""
+    """A checkpoint read back: `Progress` (which the run goes on updating) plus the tensors the model and optimiser take.
+
+    Attributes:
+        progress_epoch: the epoch it stopped in, the only one whose batches are skipped and whose
+            random state is restored.
+    """
 
     progress: Progress
     model: dict
     optim: dict
     meta: dict
+
+    @property
+    def progress_epoch(self) -> int:
+        return self.meta["epoch"]
 
 
 def read(path: Path, ctx: Context, *, accumulate: int) -> Loaded | None:

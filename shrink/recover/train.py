@@ -253,7 +253,7 @@ def _train(model, train_loader, ctx, path, *, epochs, lr, weight_decay, teacher,
     with progress_bar(progress and ctx.main, steps, "fine-tuning" if teacher is None else "distilling") as advance:
         for epoch in range(state.epoch, epochs):
             # Step 3: this epoch's batches; a resumed epoch replays the shuffle and skips what was seen.
-            mine = state.ranks[ctx.rank] if loaded is not None and epoch == state.epoch else None
+            mine = state.ranks[ctx.rank] if loaded is not None and epoch == loaded.progress_epoch else None
             if mine is not None:
                 _ckpt.restore_rng(mine["epoch_start"], shards.source)
             epoch_start = _ckpt.capture_rng(shards.source) if path is not None else None
