@@ -6,18 +6,20 @@ When is a run distributed (``fit(distributed=...)``):
   process, or when the environment ``torchrun`` sets is there (``WORLD_SIZE`` > 1, ``RANK``,
   ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); then `fit` initialises the group itself and
   leaves it for later calls, destroyed when the process exits (a group destroyed and made again
-  in the same torchrun job can hang: gloo reads the old addresses its store still holds). Anything else is a single process, trained exactly as before.
+  in the same torchrun job can hang: gloo reads old addresses its store still holds). Anything
+  else is a single process, trained exactly as before.
 - ``True``: the same, but a run that finds neither is an error instead of a single process.
 - ``False``: one process even under torchrun (every rank trains its own copy).
 
 Backend: gloo on CPU, NCCL on CUDA (each rank on ``cuda:LOCAL_RANK``).
 
 How the model is wrapped: `DistributedDataParallel` replicates it and averages the gradients
-(the user's module is trained in place). With ``shard=True`` a copy of the model is sharded with
-FSDP2 (`torch.distributed.fsdp.fully_shard`): first each child of every ``nn.ModuleList`` /
-``nn.Sequential`` that holds parameters (a transformer's blocks), then the root; at the end the
-full weights are gathered back into the user's module on every rank. Rank 0's weights are the
-starting point on every rank.
+(the user's module is trained in place; every parameter must take part in each forward, as DDP's
+default asks). With ``shard=True`` a copy of the model is sharded with FSDP2
+(`torch.distributed.fsdp.fully_shard`): each child of every ``nn.ModuleList`` / ``nn.Sequential``
+that holds parameters (a transformer's blocks), innermost first, then the root; at the end the
+full weights are gathered back into the user's module on every rank. The copy costs host memory,
+not device memory. Rank 0's weights (model and teacher) are the starting point on every rank.
 
 Which batches a rank sees: a `DataLoader` with a `DistributedSampler` is used as it is (and
 ``set_epoch`` is called each epoch). A `DataLoader` over a map-style dataset with its default
@@ -27,6 +29,10 @@ sharded by batch: rank r takes batches r, r+W, r+2W, ... of what it yields, so i
 same batches in the same order on every rank (checked on the first batch of each epoch), and a
 last group of fewer than W batches is dropped so that every rank takes the same number of steps.
 Either way ``batch_size`` is per rank: the global batch is W x batch_size (x ``accumulate``).
+
+DDP and FSDP average each rank's mean loss, so W processes equal one process with the global
+batch when every rank's batch has as many samples (or scored tokens, for a language model); a
+short last batch or uneven padding masks weigh their samples a little differently.
 """
 
 from __future__ import annotations
@@ -55,14 +61,12 @@ class Context:
     Attributes:
         rank, world_size, local_rank: as torch.distributed numbers them (0, 1, 0 for one process).
         device: the device this rank trains on.
-        created_group: this call of `fit` initialised the process group.
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
-    created_group: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -92,7 +96,6 @@ def setup(distributed, device: str) -> Context:
         if distributed is True:
             raise ShrinkValueError("distributed=True, but this torch build has no torch.distributed")
         return Context(device=torch.device(device))
-    created = False
     if not dist.is_initialized():
         if _torchrun_world() <= 1:
             if distributed is True:
@@ -106,15 +109,14 @@ def setup(distributed, device: str) -> Context:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         dist.init_process_group(backend)
         atexit.register(_destroy)
-        created = True
     world, rank = dist.get_world_size(), dist.get_rank()
     if world <= 1:
-        return Context(device=torch.device(device), created_group=created)
+        return Context(device=torch.device(device))
     local = int(os.environ.get("LOCAL_RANK", rank % max(torch.cuda.device_count(), 1)))
     place = torch.device(device)
     if place.type == "cuda" and place.index is None:
         place = torch.device("cuda", local)  # one GPU per rank
-    return Context(rank, world, local, place, created)
+    return Context(rank, world, local, place)
 
 
 def _destroy() -> None:
@@ -193,7 +195,8 @@ def shard_copy(model: nn.Module, ctx: Context) -> nn.Module:
     broadcast_module(twin, ctx)
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     # Shard the repeated blocks one by one, so that a forward holds one block's full weights at a time.
-    for container in [m for m in twin.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))]:
+    # FSDP2 is applied bottom-up: a module sharded before its parent keeps its own parameters.
+    for container in [m for m in reversed(list(twin.modules())) if isinstance(m, (nn.ModuleList, nn.Sequential))]:
         for child in container:
             if any(True for _ in child.parameters()) and child is not twin:
                 fully_shard(child, mesh=mesh)

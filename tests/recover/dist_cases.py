@@ -46,6 +46,9 @@ def ids(size: int) -> list[torch.Tensor]:
 
 def model(case: str) -> nn.Module:
     torch.manual_seed(0)
+    if case == "fsdp_nested":  # containers inside containers: FSDP is applied innermost first
+        return nn.Sequential(nn.Sequential(nn.Linear(2, 16), nn.ReLU()), nn.Sequential(nn.Linear(16, 16), nn.ReLU()),
+                             nn.Linear(16, 2))
     return TinyLM() if case.startswith("lm") else TinyMLP((2, 16, 16, 2))
 
 
@@ -68,6 +71,7 @@ CASES = {
     "ddp_accumulate": (lambda w: batches(GLOBAL // w // 2), {"accumulate": 2}),
     "ddp_partial_window": (lambda w: batches(GLOBAL // w, count=3 * w), {"accumulate": 2}),
     "fsdp_list": (lambda w: batches(GLOBAL // w), {"shard": True}),
+    "fsdp_nested": (lambda w: batches(GLOBAL // w), {"shard": True, "accumulate": 1}),
     "lm_distil": (lambda w: ids(4 // w), {"task": "lm", "teacher": "teacher"}),
 }
 
