@@ -85,7 +85,7 @@ def width_steps(traced: Traced, *, ratio, scope: str, p: int, round_to: int | No
         for (g, _, _), units in zip(pool, removed)
         if units
     ]
-    return steps + _tied_steps(traced, pool, removed, p)
+    return steps + tied_dim_steps(traced, steps, p)
 
 
 def _tied_input(traced: Traced, pool) -> dict:
@@ -110,16 +110,18 @@ def _tied_multiples(traced: Traced, pool, removed: list[list[int]]) -> list[list
     return out
 
 
-def _tied_steps(traced: Traced, pool, removed: list[list[int]], p: int) -> list[Step]:
-    """Each tied block loses as many head dims as its input width loses channels (tied_attention.py)."""
-    steps = []
-    for block, i in _tied_input(traced, pool).values():
-        group = pool[i][0]
-        lost = len(_units.channels(traced, group, removed[i]))
-        if lost:
-            dims = tied_attention.to_remove(block, lost, p)
-            steps.append(HEAD_DIMS.step(block.name, dims, partner=traced.names[block.proj]))
-    return steps
+def tied_dim_steps(traced: Traced, steps: list[Step], p: int) -> list[Step]:
+    """Each attention block tied to a width that ``steps`` cut loses as many head dims as that
+    width loses channels (tied_attention.py); also used after uniform widths re-choose the cuts."""
+    by_root = {s.layer: s for s in steps if s.kind is GROUP and s.removed}
+    found = {}
+    for block in traced.tied:
+        for group in traced.groups:
+            step = by_root.get(group.root_name)
+            if step is not None and group.has(traced.names[block.qkv], "in"):
+                found[block.name] = HEAD_DIMS.step(block.name, tied_attention.to_remove(block, len(step.removed), p),
+                                                   partner=traced.names[block.proj])
+    return list(found.values())
 
 
 def _local(pool, round_to) -> list[list[int]]:

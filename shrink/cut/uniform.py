@@ -25,10 +25,10 @@ import re
 
 import torch
 
-from ..layers import attention, hf_config, hf_lists, hf_moe, tied_attention
-from . import experts, graph
+from ..layers import attention, hf_config, hf_lists, hf_moe
+from . import experts, graph, select
 from .graph import Traced
-from .kinds import EXPERTS, GROUP, HEAD_DIMS, HEADS, GroupCut
+from .kinds import EXPERTS, GROUP, HEADS, GroupCut
 from .plan import Step
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
             out.append(cut.lowest(traced, x, dim, n, p))
     if "ffn" in can_say:  # every expert's FFN: one count per expert, for every block
         out += experts.equal_counts(traced.model, [s for s in steps if s.kind is EXPERTS], p=p)
-    return out + _tied_dims(traced, out, p)
+    return out + select.tied_dim_steps(traced, out, p)
 
 
 def _tied_readers(traced: Traced, group) -> list:
@@ -139,18 +139,6 @@ def _tied_multiple(traced: Traced, kinds: dict[str, list], counts: dict[str, int
     m = math.lcm(*(b.num_heads for b in blocks))
     m //= math.gcd(m, c)  # counts are in units of c channels
     counts["hidden"] = counts["hidden"] // m * m
-
-
-def _tied_dims(traced: Traced, out: list[Step], p: int) -> list[Step]:
-    """Each attention block tied to a width cut in ``out`` loses as many head dims as it loses channels."""
-    by_root = {g.root_name: g for g in traced.groups}
-    steps = []
-    for step in out:
-        group = by_root.get(step.layer) if step.kind is GROUP else None
-        for block in _tied_readers(traced, group) if group is not None else ():
-            dims = tied_attention.to_remove(block, len(step.removed), p)
-            steps.append(HEAD_DIMS.step(block.name, dims, partner=traced.names[block.proj]))
-    return steps
 
 
 def _projected_from(model) -> int | None:
