@@ -72,6 +72,8 @@ def group_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
         root_idxs = item.root_idxs
         if any(r is None for r in root_idxs):
             continue
+        if any(i >= rows.shape[0] for i in idxs):
+            continue  # indices torch-pruning mapped past the layer (MGP-STR): they rank nothing here
         if len(idxs) != rows.shape[0] or list(idxs) != list(range(rows.shape[0])):
             rows = rows[list(idxs)]
         rows = rows.float()
