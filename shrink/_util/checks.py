@@ -107,8 +107,11 @@ def finite_parameters(model: nn.Module, *, what: str = "model") -> None:
     """
     import torch
 
-    bad = sorted(name for name, t in model.named_parameters()
-                 if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()))
+    def finite(t) -> bool:  # a slice at a time: no whole-tensor temporary for an 8B model's 1 GB embedding
+        flat = t.detach().reshape(-1)
+        return all(bool(torch.isfinite(part).all()) for part in flat.split(1 << 22))
+
+    bad = sorted(name for name, t in model.named_parameters() if t.is_floating_point() and t.numel() and not finite(t))
     if bad:
         raise ShrinkValueError(
             f"{what} has NaN or infinite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: ranking channels "

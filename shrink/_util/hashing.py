@@ -13,5 +13,6 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         h.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():  # hashed where it lies: no copy of an 8B model's 1 GB embedding
+            h.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .._util.clone import clone
+from .._util.clone import Spill, clone
 from .._util import checks
 from .._util import snapshot
 from .._util import inputs as _inputs
@@ -19,6 +20,7 @@ from . import calibrate, graph, heal, layout, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
+from .surgery import emptied
 from .plan import Plan
 from . import uniform as uniform_widths
 from .experts import expert_steps
@@ -221,7 +223,12 @@ def compress(
         strict: by default a group whose cut breaks the model, or makes it compute something else
             than the original with the cut units masked, is kept whole and reported in
             ``kept_whole``; ``strict=True`` raises instead, naming the layers to ignore.
-        inplace: cut ``model`` itself; by default it is left untouched.
+        inplace: cut ``model`` itself; by default it is left untouched, which costs one copy of the
+            model in memory. With ``inplace=True`` no copy is made: the model as it was is written
+            to a temporary file (``TMPDIR``) to retry from if the first cut fails its checks, and
+            each cut-away weight is freed as soon as its narrower copy replaces it, so compress
+            peaks at little more than the model's own bytes. Parameter objects the cut replaced
+            are left empty (anything still holding one sees zero elements, not stale weights).
         seed: seed of reinit="random".
         trace_timeout: seconds tracing may take (None: no limit); parts that run past it are
             traced as black boxes, and a clear error says when even that does not finish.
@@ -270,10 +277,31 @@ def compress(
                                   initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace,
                                   seed=seed, strict=strict, trace_timeout=trace_timeout, uniform=uniform)
     source_sha256 = state_hash(model.state_dict())
-    # A pristine copy to retry from if the first cut fails its checks (compress never cuts the
-    # caller's model unless inplace=True).
-    backup = clone(model) if inplace else None
-    work = model if inplace else clone(model)
+    # The model as it was, to retry from if the first cut fails its checks: the caller's untouched
+    # model, or with inplace=True the same spilled to disk (no second copy in memory).
+    with contextlib.ExitStack() as stack:
+        pristine, release = _spill(model, stack) if inplace else ((lambda: clone(model)), emptied)
+        return _compress(model, model if inplace else clone(model), pristine, release, example_inputs, ratio=ratio,
+                         scope=scope, norm=norm, importance=importance, calibration=calibration, reinit=reinit,
+                         initial_state=initial_state, ignore=ignore, round_to=round_to, inplace=inplace, seed=seed,
+                         strict=strict, trace_timeout=trace_timeout, uniform=uniform, source_sha256=source_sha256)
+
+
+def _spill(model: nn.Module, stack: contextlib.ExitStack):
+    """(``fresh()`` copies of ``model`` as it is now, what becomes of a parameter the cut replaced):
+    read back from a temporary file, or where spilling fails, from a copy in memory."""
+    try:
+        spill = Spill(model)
+    except (OSError, TypeError, RuntimeError, pickle.PicklingError) as exc:
+        log.warning("keeping a copy of the model in memory to retry from (spilling it to disk failed: %s)", exc)
+        backup = clone(model)
+        return (lambda: clone(backup)), None  # the replaced parameters keep their values: an undo needs them
+    stack.callback(spill.close)
+    return spill.fresh, spill.put_back
+
+
+def _compress(model, work, pristine, release, example_inputs, *, ratio, scope, norm, importance, calibration, reinit,
+              initial_state, ignore, round_to, inplace, seed, strict, trace_timeout, uniform, source_sha256) -> Result:
     layout_before = layout.record(work)  # on the copy that is cut: objects it holds are compared by identity
     before, outputs = count(work, example_inputs, return_outputs=True)
     shapes = {k: v.shape for k, v in _inputs.task_outputs(_inputs.flatten_outputs(outputs)).items()}
@@ -297,7 +325,7 @@ def compress(
 
     # Step 2: the values the kept units take (lottery-ticket rewind loads them before cutting).
     def fresh() -> nn.Module:
-        again = clone(backup if inplace else model)
+        again = pristine()
         if reinit == "initial":
             again.load_state_dict(initial_state)
         return again
@@ -306,7 +334,7 @@ def compress(
         work.load_state_dict(initial_state)
     # Step 3: cut, check the cut equals masking, and keep whole what breaks (heal.py).
     outcome = heal.heal(traced, steps, example_inputs, shapes, fresh, ignore=ignore, timeout=trace_timeout,
-                        strict=strict)
+                        strict=strict, release=release)
     if strict and outcome.broken:
         raise _strict_error(outcome.broken)
     # A kind kept whole in one layer stays whole in all, and what the config could not describe is kept
@@ -316,7 +344,7 @@ def compress(
             outcome, kinds, lambda rest: heal.heal(graph.trace(fresh(), example_inputs, ignore=ignore,
                                                                timeout=trace_timeout),
                                                    rest, example_inputs, shapes, fresh, ignore=ignore,
-                                                   timeout=trace_timeout, strict=False),
+                                                   timeout=trace_timeout, strict=False, release=release),
             model_is_hf=hf_config.is_hf(work))
     kept_whole.update(outcome.broken)
     work, steps, tracker = outcome.model, outcome.steps, outcome.tracker

@@ -186,6 +186,20 @@ def trace(model: nn.Module, example_inputs, *, ignore: Iterable = (), outputs=No
                                 "keep the failing blocks whole with ignore=[...]")
 
 
+def _keeping_no_tensors():
+    """The traced graph keeps no tensor alive: it is walked, never run backwards.
+
+    Autograd would otherwise save every activation and, by reference, every weight a layer reads;
+    the graph outlives the cut, so the cut-away weights would stay in memory beside the new ones.
+    What the walk reads off the graph (sizes, dims of reshapes and splits) is saved as plain values.
+    """
+    return torch.autograd.graph.saved_tensors_hooks(lambda _tensor: None, _never_unpacked)
+
+
+def _never_unpacked(_packed):
+    raise RuntimeError("shrink's traced graph cannot be run backwards")
+
+
 def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) -> Traced:
     # Float inputs require grad while tracing so that the graph shows where they are added in.
     args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
@@ -211,7 +225,8 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
         with opaque(list(black_boxes)) as box_pruners, recording_owners(model) as owners, \
-                _boxes.time_limit(budget), torch.enable_grad(), warnings.catch_warnings(), _inputs.evaluating(model):
+                _boxes.time_limit(budget), torch.enable_grad(), _keeping_no_tensors(), warnings.catch_warnings(), \
+                _inputs.evaluating(model):
             warnings.simplefilter("ignore")
             customized = registry.pruners(model)
             root_types = _ROOT_TYPES + tuple(customized)

@@ -46,8 +46,11 @@ def label(step: Step) -> str:
     return step.layer
 
 
-def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tuple[Tracker, list[Step], Mismatch | None]:
+def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes,
+          release=None) -> tuple[Tracker, list[Step], Mismatch | None]:
     """Cut ``steps`` from ``traced.model`` in place and check it; returns (tracker, steps as applied, failure).
+
+    ``release``: what becomes of each parameter a cut replaces (surgery.Replaced).
 
     The steps are applied checked-for-shape-only first, then exactly checked (``traced.exact`` lists
     the latter by label).
@@ -58,7 +61,7 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
     traced.checked = {label(s): (s in checked) for s in steps}
     order = loose + checked
     # Step 1: the cuts that cannot be checked exactly are made on both sides of the comparison.
-    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, loose, tracker, traced.seen), "cutting")
+    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, loose, tracker, traced.seen, release), "cutting")
     if failure:
         return tracker, order, failure
     # Step 2: the reference, with the checked cuts masked; step 3: cut them and compare.
@@ -72,7 +75,8 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
             expected, failure = run_named(model, example_inputs)
         if failure:  # the loose cuts broke the forward pass
             return tracker, order, failure
-    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, checked, tracker, traced.seen), "cutting")
+    failure = _guard(lambda: apply_steps(model, traced.dg, traced.blocks, checked, tracker, traced.seen,
+                                                  release), "cutting")
     if failure:
         return tracker, order, failure
     got, failure = run_named(model, example_inputs)
@@ -84,7 +88,7 @@ def trial(traced: graph.Traced, steps: list[Step], example_inputs, shapes) -> tu
         return tracker, order, Mismatch(f"output {k!r} changed shape from {tuple(shapes[k])} to "
                                          f"{tuple(got[k].shape) if k in got else 'missing'}")
     if expected is not None:
-        return tracker, order, verify.compare(expected, got)
+        return tracker, order, verify.compare(expected, got, verify.tolerance(model))
     return tracker, order, None
 
 
@@ -129,9 +133,9 @@ def run_named(model: nn.Module, example_inputs) -> tuple[dict[str, torch.Tensor]
 
 
 def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: Callable[[], nn.Module], *,
-         ignore, timeout: float | None, strict: bool) -> Outcome:
+         ignore, timeout: float | None, strict: bool, release=None) -> Outcome:
     """Cut ``steps``, keeping whole the groups whose cut breaks the model. See the module docstring."""
-    tracker, order, failure = trial(first, steps, example_inputs, shapes)
+    tracker, order, failure = trial(first, steps, example_inputs, shapes, release)
     if failure is None:
         return _outcome(first, order, tracker, {})
     log.info("the full cut failed (%s); looking for the groups responsible", failure.reason)
@@ -143,7 +147,7 @@ def heal(first: graph.Traced, steps: list[Step], example_inputs, shapes, fresh: 
     def attempt(subset: list[Step]):
         trials["n"] += 1
         traced = graph.trace(fresh(), example_inputs, ignore=ignore, timeout=timeout, black_boxes=first.opaque)
-        tracker, order, failure = trial(traced, subset, example_inputs, shapes)
+        tracker, order, failure = trial(traced, subset, example_inputs, shapes, release)
         if failure is None and subset and (not best or len(subset) > len(best[3])):
             best[:] = [traced, tracker, order, list(subset)]
         return traced, tracker, order, failure

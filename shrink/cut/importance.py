@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layers.rows import out_rows
+from ..layers.rows import out_rows, powered_sums
 from .graph import Group, Traced
 
 
@@ -74,9 +74,7 @@ def group_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
             continue
         if any(i >= rows.shape[0] for i in idxs):
             continue  # indices torch-pruning mapped past the layer (MGP-STR): they rank nothing here
-        if len(idxs) != rows.shape[0] or list(idxs) != list(range(rows.shape[0])):
-            rows = rows[list(idxs)]
-        rows = rows.float()
-        part = (rows.abs().sum(dim=1) if p == 1 else rows.pow(2).sum(dim=1)).double()
+        whole = len(idxs) == rows.shape[0] and list(idxs) == list(range(rows.shape[0]))
+        part = powered_sums(rows, p, None if whole else list(idxs))
         total.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), part)
     return total.pow(1.0 / p)

@@ -308,7 +308,13 @@ def _cut_group(group, surgery, tracker) -> None:
         if is_out and isinstance(target, nn.Module) and registry.extra_rows(target, int(now)):
             extra.append((target, int(now), list(item.idxs)))
     with registry.plain_weights(item.dep.target.module for item in group):  # weight norm and the like
-        group.prune(record_history=False)
+        for item in group:  # one layer at a time, each cut-away weight freed before the next is cut
+            single = type(group)()
+            single._DG = group._DG
+            single.add_dep(item.dep, item.idxs)
+            single.prune(record_history=False)
+            if surgery.replaced is not None:
+                surgery.replaced.changed(item.dep.target.module)
     for target, width, removed in extra:  # per-channel tensors torch-pruning does not know (NFNet's gain)
         _cut_rows(target, registry.extra_rows(target, width), width, removed)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -46,11 +47,13 @@ class Surgery:
     """The model being cut, as a step's kind (kinds.py) needs it: modules by name, names by module,
     its attention blocks by name, and its dependency graph."""
 
-    def __init__(self, model: nn.Module, dg, blocks: list[attention.AttentionBlock]) -> None:
+    def __init__(self, model: nn.Module, dg, blocks: list[attention.AttentionBlock],
+                 release: Callable[[nn.Parameter], None] | None = None) -> None:
         self.model, self.dg = model, dg
         self.modules = dict(model.named_modules())
         self.names = {m: n for n, m in self.modules.items()}
         self.blocks = {b.name: b for b in blocks}
+        self.replaced = Replaced(model, release) if release is not None else None
 
     def get(self, name: str, step: Step) -> nn.Module:
         if name not in self.modules:
@@ -68,17 +71,22 @@ class Surgery:
 
 
 def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], steps, tracker: Tracker,
-                seen: registry.Seen | None = None) -> None:
+                seen: registry.Seen | None = None, release: Callable[[nn.Parameter], None] | None = None) -> None:
     """Cut ``steps`` from ``model`` (traced as ``dg``), in order, recording kept indices in ``tracker``;
-    ``seen``: what the layer families noted while tracing it (``Traced.seen``)."""
-    surgery = Surgery(model, dg, blocks)
+    ``seen``: what the layer families noted while tracing it (``Traced.seen``); ``release``: what
+    becomes of each parameter the cut replaced (`Replaced`; by default it is left as it was)."""
+    surgery = Surgery(model, dg, blocks, release)
     mha_head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     shared = _shared_parameters(model)
     hf_before = hf_config.measure(model, blocks) if hf_config.is_hf(model) else None
     for step in steps:
         step.kind.apply(step, surgery, tracker)
+        if surgery.replaced is not None:
+            surgery.replaced.sweep()
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
+    if surgery.replaced is not None:
+        surgery.replaced.sweep()
     registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
@@ -145,6 +153,56 @@ def _rescale_mha_queries(head_dims: dict[nn.MultiheadAttention, int]) -> None:
                 mha.q_proj_weight *= scale
             if mha.in_proj_bias is not None:
                 mha.in_proj_bias[:e] *= scale
+
+
+class Replaced:
+    """Lets go of each parameter a cut replaces by its narrower copy, as soon as nothing holds it.
+
+    The traced autograd graph holds every parameter it saw (one AccumulateGrad node each) for as
+    long as the trace lives, so otherwise each cut-away weight would stay in memory beside its
+    copy, and one group (the residual width reaches every layer) would cost 1.5 times the model.
+    ``changed(module)`` is called after each layer is cut, ``sweep()`` after each step (it sees
+    what a step replaced by other means). A tensor held in two places (tied embeddings) goes when
+    both have a new one. ``release(param)`` decides what the old object holds from then on
+    (compress: nothing, or its values memory-mapped from disk, so that an undo still finds them).
+    """
+
+    def __init__(self, model: nn.Module, release: Callable[[nn.Parameter], None]) -> None:
+        self.model, self.release = model, release
+        self.places: dict[tuple[nn.Module, str], nn.Parameter] = {}
+        self.holders: Counter = Counter()
+        self._take(model.modules())
+
+    def _take(self, modules) -> list[nn.Parameter]:
+        gone = []
+        for module in modules:
+            for attr, param in module._parameters.items():
+                old = self.places.get((module, attr))
+                if old is param:
+                    continue
+                if param is not None:
+                    self.places[(module, attr)] = param
+                    self.holders[id(param)] += 1
+                if old is not None:
+                    self.holders[id(old)] -= 1
+                    if self.holders[id(old)] <= 0:
+                        del self.holders[id(old)]
+                        gone.append(old)
+        return gone
+
+    def changed(self, module) -> None:
+        if isinstance(module, nn.Module):
+            for old in self._take([module]):
+                self.release(old)
+
+    def sweep(self) -> None:
+        for old in self._take(self.model.modules()):
+            self.release(old)
+
+
+def emptied(param: nn.Parameter) -> None:
+    """A `Replaced` release: the old parameter keeps no values (a cut copy nobody needs any more)."""
+    param.data = torch.empty(0, dtype=param.dtype, device=param.device)
 
 
 def _shared_parameters(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:

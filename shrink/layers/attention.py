@@ -17,7 +17,7 @@ from torch import nn
 
 from . import hf_attention, registry
 from .tied_attention import is_tied
-from .rows import is_linear_like, out_rows, slice_linear_in, slice_linear_out
+from .rows import is_linear_like, out_rows, powered_sums, slice_linear_in, slice_linear_out
 
 _Q = ("q_proj", "query", "q", "to_q", "wq", "q_lin")
 _K = ("k_proj", "key", "k", "to_k", "wk", "k_lin")
@@ -165,13 +165,13 @@ def _own_scores(block: AttentionBlock, p: int) -> torch.Tensor:
     """
     if block.interleaved:  # a head's q, k and v rows are one contiguous run of 3 * head_dim rows
         w = out_rows(block.q)[: block.units * 3 * block.head_dim]
-        return w.abs().pow(p).reshape(block.units, -1).sum(dim=1).double().pow(1.0 / p).float()
+        return powered_sums(w, p).view(block.units, -1).sum(dim=1).pow(1.0 / p).float()
     total = torch.zeros(block.units, dtype=torch.float64)
     for role in ("q", "k", "v"):
         layer, offset = _role_layer(block, role)
         per = len(_rows_of_unit(block, 0)[role])
         w = out_rows(layer)[offset: offset + block.units * per]
-        total += w.abs().pow(p).reshape(block.units, -1).sum(dim=1).double()
+        total += powered_sums(w, p).view(block.units, -1).sum(dim=1)
     return total.pow(1.0 / p).float()
 
 

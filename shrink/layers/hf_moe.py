@@ -27,6 +27,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .rows import powered_sums
+
 EXPORT_IMPLEMENTATION = "batched_mm"
 
 
@@ -76,8 +78,8 @@ def unit_scores(experts: nn.Module, p: int) -> torch.Tensor:
     n = width(experts)
     with torch.no_grad():
         gate, up = experts.gate_up_proj[:, :n], experts.gate_up_proj[:, n:]
-        total = sum(w.abs().double().pow(p).sum(dim=-1) for w in (gate, up))
-        total = total + experts.down_proj.abs().double().pow(p).sum(dim=1)
+        total = torch.stack([powered_sums(g, p) + powered_sums(u, p) + powered_sums(d.t(), p)
+                             for g, u, d in zip(gate, up, experts.down_proj)])
     return total.pow(1.0 / p).float()
 
 
@@ -143,8 +145,8 @@ def shared_mlp(model: nn.Module, block_name: str) -> tuple[nn.Module, int] | Non
 def shared_units(mlp: nn.Module, count: int, p: int) -> list[int]:
     """The ``count`` lowest-scored units of a shared MLP (gate and up rows, down column together)."""
     with torch.no_grad():
-        total = sum(m.weight.abs().double().pow(p).sum(dim=1) for m in (mlp.gate_proj, mlp.up_proj))
-        total = total + mlp.down_proj.weight.abs().double().pow(p).sum(dim=0)
+        total = sum(powered_sums(m.weight, p) for m in (mlp.gate_proj, mlp.up_proj))
+        total = total + powered_sums(mlp.down_proj.weight.t(), p)
     return sorted(torch.argsort(total, stable=True)[:count].tolist())
 
 

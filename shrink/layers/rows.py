@@ -22,6 +22,30 @@ def is_linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_hf_conv1d(module)
 
 
+_CHUNK = 1 << 22  # elements per slice of `powered_sums` (16 MiB of float32)
+
+
+def powered_sums(w: torch.Tensor, p: int, index=None) -> torch.Tensor:
+    """``Σ |w[i]|^p`` for each row ``i`` of ``w`` (or each row listed in ``index``), as float64.
+
+    Computed in float32 a few rows at a time, so a bf16 or fp16 weight is never copied whole:
+    an 8B model's embedding is 1 GB in bf16 and its float32 copy and absolute value would be 4 GB.
+    """
+    w = w.detach()
+    n = w.shape[0] if index is None else len(index)
+    out = torch.empty(n, dtype=torch.float64)
+    per = max(1, _CHUNK // max(1, w[0].numel() if w.shape[0] else 1))
+    for start in range(0, n, per):
+        if index is None:
+            part = w[start:start + per]
+        else:
+            part = w.index_select(0, torch.as_tensor(index[start:start + per], dtype=torch.long, device=w.device))
+        part = part.reshape(part.shape[0], -1).float()
+        part = part.abs().sum(dim=1) if p == 1 else part.abs().pow(p).sum(dim=1)
+        out[start:start + len(part)] = part.double().cpu()
+    return out
+
+
 def out_rows(module: nn.Module) -> torch.Tensor | None:
     """The module's weight as a [units, fan_in] matrix, one row per output unit; None if not a producer."""
     if isinstance(module, nn.MultiheadAttention):
