@@ -8,6 +8,8 @@ produces it), input protection (a group added to a model input cannot be narrowe
 
 from __future__ import annotations
 
+import contextlib
+
 import difflib
 import math
 import time
@@ -196,6 +198,20 @@ def _keeping_no_tensors():
     return torch.autograd.graph.saved_tensors_hooks(lambda _tensor: None, _never_unpacked)
 
 
+@contextlib.contextmanager
+def _all_trainable(model: nn.Module):
+    """Frozen parameters require grad while tracing: the graph only reaches layers through tensors that
+    require grad, and a frozen embedding (a fine-tuned head on a frozen backbone) would cut it off."""
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
 def _never_unpacked(_packed):
     raise RuntimeError("shrink's traced graph cannot be run backwards")
 
@@ -225,8 +241,8 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
         with opaque(list(black_boxes)) as box_pruners, recording_owners(model) as owners, \
-                _boxes.time_limit(budget), torch.enable_grad(), _keeping_no_tensors(), warnings.catch_warnings(), \
-                _inputs.evaluating(model):
+                _boxes.time_limit(budget), torch.enable_grad(), _keeping_no_tensors(), _all_trainable(model), \
+                warnings.catch_warnings(), _inputs.evaluating(model):
             warnings.simplefilter("ignore")
             customized = registry.pruners(model)
             root_types = _ROOT_TYPES + tuple(customized)

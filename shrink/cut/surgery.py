@@ -79,12 +79,16 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     mha_head_dims = {m: m.head_dim for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     shared = _shared_parameters(model)
     hf_before = hf_config.measure(model, blocks) if hf_config.is_hf(model) else None
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     for step in steps:
         step.kind.apply(step, surgery, tracker)
         if surgery.replaced is not None:
             surgery.replaced.sweep()
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
+    for name, p in model.named_parameters():  # a cut copy of a frozen parameter stays frozen
+        if name in frozen:
+            p.requires_grad_(False)
     if surgery.replaced is not None:
         surgery.replaced.sweep()
     registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)
