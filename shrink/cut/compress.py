@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -226,12 +227,13 @@ def compress(
         inplace: cut ``model`` itself; by default it is left untouched, which costs one copy of the
             model in memory. With ``inplace=True`` no copy is made: the model as it was is written
             to a temporary file (``TMPDIR``) to retry from if the first cut fails its checks, and
-            each cut-away weight is freed as soon as its narrower copy replaces it, so compress
-            peaks at little more than the model's own bytes. Parameter objects the cut replaced
-            are left empty (anything still holding one sees zero elements, not stale weights).
+            each cut-away weight leaves memory as soon as its narrower copy replaces it, so compress
+            peaks at little more than the model's own bytes (benchmarks/results/scale.md). A
+            parameter object the cut replaced then reads its old values from that file.
         seed: seed of reinit="random".
-        trace_timeout: seconds tracing may take (None: no limit); parts that run past it are
-            traced as black boxes, and a clear error says when even that does not finish.
+        trace_timeout: seconds tracing may take beyond four plain forward passes (None: no limit);
+            parts that run past it are traced as black boxes, and a clear error says when even
+            that does not finish.
         uniform: every layer of a kind keeps the same count of heads / FFN units / hidden width
             (each layer still ranks its own); None means True for a Hugging Face model, whose
             config can only describe uniform widths, and False otherwise.
@@ -303,7 +305,12 @@ def _spill(model: nn.Module, stack: contextlib.ExitStack):
 def _compress(model, work, pristine, release, example_inputs, *, ratio, scope, norm, importance, calibration, reinit,
               initial_state, ignore, round_to, inplace, seed, strict, trace_timeout, uniform, source_sha256) -> Result:
     layout_before = layout.record(work)  # on the copy that is cut: objects it holds are compared by identity
+    started = time.perf_counter()
     before, outputs = count(work, example_inputs, return_outputs=True)
+    # The budget is for the tracer's walks: a forward pass that is slow by itself (an 8B model on two
+    # CPU cores) is added to it, once for each of the few forwards a trace runs.
+    if trace_timeout is not None:
+        trace_timeout += 4 * (time.perf_counter() - started)
     shapes = {k: v.shape for k, v in _inputs.task_outputs(_inputs.flatten_outputs(outputs)).items()}
     if isinstance(ratio, Mapping):
         _check_ratio_names(work, ratio)

@@ -85,7 +85,13 @@ def _opaque_forward(pruner: OpaquePruner, original):
             leaves[i] = t
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor) and t.dim()]
         pruner.widths.setdefault(self, (_width(ins[0]) if ins else None, _width(leaves[floats[0]])))
-        return tree_unflatten(leaves, spec)
+        result = tree_unflatten(leaves, spec)
+        if not isinstance(result, (torch.Tensor, tuple)):
+            # torch-pruning's hook reads ``outputs.grad_fn`` of anything but a tuple: a Hugging Face
+            # ModelOutput (a whole LlamaModel boxed when its forward outlasts the budget) names its node.
+            with contextlib.suppress(AttributeError, TypeError):
+                object.__setattr__(result, "grad_fn", attached[0].grad_fn)
+        return result
 
     return forward
 
