@@ -29,7 +29,7 @@ from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from . import opaque as _boxes
-from .dead import DeadEnds
+from . import dead as _dead
 from .grouping import Graph
 from .opaque import failing_nodes, opaque, recording_owners
 
@@ -233,7 +233,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         task = _inputs.task_outputs(found)
         output_fns.update(t.grad_fn for t in task.values() if t.grad_fn is not None)
         fixed.update(seen.fixed(list(task.values())))
-        ends = dead.sinks(found.values())
+        ends = _dead.sinks(owners.unread, found.values())
         dead_fns.update(t.grad_fn for t in ends)
         return list(found.values()) + ends
 
@@ -241,7 +241,6 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     use_cache = getattr(config, "use_cache", None)
     names = {m: n for n, m in model.named_modules()}
     owners = None
-    dead = DeadEnds()
     try:
         if use_cache:  # a KV cache concatenates past and present keys: not part of the network to cut
             config.use_cache = False
@@ -254,7 +253,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             customized.update(box_pruners)
 
             def forward(m, _):
-                with owners, dead:
+                with owners:
                     return m(*args, **kwargs)
 
             # The families' probes (layers/registry.py) finish when this block closes, before blocks are found.
