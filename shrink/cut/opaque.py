@@ -230,7 +230,7 @@ def trace_error(failure: TraceFailure, suspect, names, timeout) -> UnsupportedLa
             else "keep the layer that causes it whole with ignore=['its.qualified.name']")
     if isinstance(failure.error, TraceTimeout):
         return UnsupportedLayerError(
-            f"tracing the model's dependency graph did not finish within {timeout:g} s{where}; "
+            f"tracing the model's dependency graph did not finish within {timeout:.3g} s{where}; "
             f"{hint}, or give it more time with trace_timeout=")
     return UnsupportedLayerError(
         f"tracing the model's dependency graph failed{where}: {type(failure.error).__name__}: "

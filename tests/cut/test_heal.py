@@ -89,7 +89,7 @@ def test_clean_models_need_no_healing(name):
 
 
 def test_tracing_has_a_time_budget_and_a_clear_answer():
-    with pytest.raises(shrink.UnsupportedLayerError, match=r"did not finish within 0.3 s.*trace_timeout="):
+    with pytest.raises(shrink.UnsupportedLayerError, match=r"did not finish within 0\.3\d* s.*trace_timeout="):
         shrink.compress(SlowTrace(), torch.randn(1, 4), trace_timeout=0.3)
 
 
