@@ -18,7 +18,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from . import hf_lists, hf_moe
+from . import hf_derived, hf_lists, hf_moe
 from .attention import find_blocks
 from .rows import is_hf_conv1d, out_rows
 
@@ -155,6 +155,7 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
     if problems:
         return problems
     mapped = getattr(config, "attribute_map", {}) or {}
+    hf_derived.state_literally(config, FIELDS, before, after)  # LFM2 adjusts its FFN field on build
     for kind, names in FIELDS.items():
         if kind not in after or len(before.get(kind, ())) != 1:
             continue  # not measured, or several widths then (Swin's stages): the config derives them
