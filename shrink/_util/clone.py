@@ -95,7 +95,7 @@ class Spill:
         from the file (no RAM until read; an undo finds them), any other is emptied."""
         i = self._index.get(id(param))
         if i is None or self._originals.get(id(param)) is not param:
-            param.data = torch.empty(0, dtype=param.dtype, device=param.device)
+            emptied(param)
             return
         if self._mapped is None:
             self._mapped = torch.load(self.path, mmap=True, weights_only=True)
@@ -104,6 +104,11 @@ class Spill:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.remove(self.path)
+
+
+def emptied(param: nn.Parameter) -> None:
+    """Release a parameter the cut replaced by keeping no values in it (a copy nobody needs any more)."""
+    param.data = torch.empty(0, dtype=param.dtype, device=param.device)
 
 
 def _meta_like(t: torch.Tensor) -> torch.Tensor:

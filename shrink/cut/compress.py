@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .._util.clone import Spill, clone
+from .._util.clone import Spill, clone, emptied
 from .._util import checks
 from .._util import snapshot
 from .._util import inputs as _inputs
@@ -21,7 +21,6 @@ from . import calibrate, graph, heal, layout, select
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from .._util.hashing import state_hash
 from .measure import Measured, Size, count
-from .surgery import emptied
 from .plan import Plan
 from . import uniform as uniform_widths
 from .experts import expert_steps

@@ -204,11 +204,6 @@ class Replaced:
             self.release(old)
 
 
-def emptied(param: nn.Parameter) -> None:
-    """A `Replaced` release: the old parameter keeps no values (a cut copy nobody needs any more)."""
-    param.data = torch.empty(0, dtype=param.dtype, device=param.device)
-
-
 def _shared_parameters(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
     """Places holding one shared tensor (tied embeddings and LM heads), each list one tensor."""
     seen: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
