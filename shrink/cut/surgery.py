@@ -14,7 +14,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config, registry
+from ..layers import attention, hf_attention, hf_config, registry
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -78,6 +78,9 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     for step in steps:
         step.kind.apply(step, surgery, tracker)
     _follow_q_columns(surgery, tracker)
+    for block in blocks:
+        if not block.fused:
+            hf_attention.restate_embed_dim(block.module, block.q)
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
     registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)

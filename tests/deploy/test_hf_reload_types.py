@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import shrink
-from hf_models import token_inputs, transformers
+from hf_models import seq2seq_inputs, token_inputs, transformers
 
 T = transformers
 
@@ -70,3 +71,19 @@ def test_luke_entity_queries_lose_the_heads_query_loses_when_entities_are_passed
     # Traced with entities, a heads cut that left them whole broke the reshape to [batch, seq, heads, head_dim].
     result, _ = _round_trip(_luke(), {**token_inputs(), **_entities()}, tmp_path)
     assert not any("attention.self" in k for k in result.kept_whole), result.kept_whole
+
+
+def test_fsmt_heads_are_cut_with_the_hidden_width_its_attention_reshapes_to(tmp_path):
+    # FSMT's attention asserts its input is embed_dim wide and views the heads back to that width:
+    # heads and d_model are cut in one pass (each alone breaks it), and the encoder's and decoder's
+    # embed_scale = sqrt(d_model) is folded into the embeddings.
+    torch.manual_seed(0)
+    config = T.FSMTConfig(langs=["en", "de"], src_vocab_size=100, tgt_vocab_size=100, d_model=32,
+                          encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                          encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, scale_embedding=True)
+    model = T.FSMTForConditionalGeneration(config)
+    result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
+    assert (loaded.config.d_model, loaded.config.encoder_attention_heads, loaded.config.decoder_ffn_dim) == (16, 2, 32)
+    attention = result.model.model.encoder.layers[0].self_attn
+    assert (attention.embed_dim, attention.num_heads, attention.head_dim) == (16, 2, 8)
+    assert result.model.model.encoder.embed_scale == pytest.approx(16 ** 0.5)
