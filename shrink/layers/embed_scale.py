@@ -36,6 +36,8 @@ def finish(model: nn.Module, seen: object = None) -> None:
         return  # only a config rebuilds the scale; a plain module keeps its buffer as it is
     _tied_head_scale(model)
     outer = _outer_scales(model)
+    folded: set[int] = set()  # tables already multiplied by old / new
+    refused: set[int] = set()  # tables whose tied head has no norm to take the scale
     for embedding in [m for m in model.modules() if isinstance(m, nn.Embedding)]:
         scale = embedding._buffers.get("embed_scale")
         holders = outer.get(embedding, [])
@@ -52,12 +54,21 @@ def finish(model: nn.Module, seen: object = None) -> None:
             continue  # no scale (scale_embedding=False), or the hidden width was not cut
         if not any(math.isclose(old, math.sqrt(w), rel_tol=1e-6) for w in _config_widths(model)):
             continue  # a scale of its own (MiniCPM's scale_emb), not sqrt(hidden): the config rebuilds it as it is
-        tied = [m for m in model.modules() if m is not embedding and getattr(m, "weight", None) is embedding.weight]
-        norm = _norm_before_head(model) if tied else None
-        if tied and (norm is None or not _scale_norm(norm, new / old)):
+        # One table under several embeddings (BART-style shared, encoder and decoder embed_tokens) is
+        # folded once; each embedding's scale is set. A head reading the table is not an embedding.
+        if id(embedding.weight) in refused:
             continue
+        first = id(embedding.weight) not in folded
+        tied = [m for m in model.modules() if not isinstance(m, nn.Embedding)
+                and getattr(m, "weight", None) is embedding.weight]
+        norm = _norm_before_head(model) if tied and first else None
+        if tied and first and (norm is None or not _scale_norm(norm, new / old)):
+            refused.add(id(embedding.weight))
+            continue
+        folded.add(id(embedding.weight))
         with torch.no_grad():
-            embedding.weight.mul_(old / new)
+            if first:
+                embedding.weight.mul_(old / new)
             if scale is not None:
                 scale.fill_(new)
             elif holders:
@@ -103,6 +114,11 @@ def _norm_before_head(model: nn.Module) -> nn.Module | None:
     norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layer_norm", None)
     if norm is None and isinstance(getattr(decoder, "layer_norm", None), nn.LayerNorm):
         norm = decoder.layer_norm  # BioGPT's name for it
+    layers = getattr(decoder, "layers", None)
+    if norm is None and isinstance(layers, nn.ModuleList) and len(layers):
+        # A post-LN decoder with no norm of its own (PLBart, BigBird-Pegasus' BART layout): its last
+        # layer ends with final_layer_norm, whose output is what the head reads.
+        norm = getattr(layers[-1], "final_layer_norm", None)
     return norm if isinstance(getattr(norm, "weight", None), torch.Tensor) else None
 
 

@@ -87,3 +87,16 @@ def test_fsmt_heads_are_cut_with_the_hidden_width_its_attention_reshapes_to(tmp_
     attention = result.model.model.encoder.layers[0].self_attn
     assert (attention.embed_dim, attention.num_heads, attention.head_dim) == (16, 2, 8)
     assert result.model.model.encoder.embed_scale == pytest.approx(16 ** 0.5)
+
+
+def test_plbart_shared_scaled_table_is_folded_once_and_the_tied_head_keeps_its_logits(tmp_path):
+    # shared, encoder.embed_tokens and decoder.embed_tokens are one table scaled by sqrt(d_model),
+    # read by the tied lm_head; the post-LN decoder has no final norm but its last final_layer_norm.
+    torch.manual_seed(0)
+    config = T.PLBartConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
+                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                            decoder_ffn_dim=64, max_position_embeddings=64, scale_embedding=True)
+    model = T.PLBartForConditionalGeneration(config)
+    result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
+    assert loaded.config.d_model == 16
+    assert {m.embed_scale for m in (result.model.model.shared, result.model.model.encoder.embed_tokens)} == {4.0}
