@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import PlanMismatchError
-from ..layers import attention, hf_moe, registry, tied_attention
+from ..layers import attention, hf_moe, input_width_heads, registry, tied_attention
 from . import units as _units
 from . import verify
 from .graph import tied_elsewhere
@@ -159,7 +159,10 @@ class HeadCut(CutKind):
             attention.remove_units(block, list(step.removed))
 
     def exact(self, traced, step: Step) -> bool:
-        return True  # heads are independent (head_dim kept)
+        # Heads are independent (head_dim kept); a block reshaped to its input width (FSMT) runs
+        # only with the hidden width cut too, so it is cut with the shape-only cuts.
+        probe = traced.seen.get(input_width_heads.Probe) if traced.seen is not None else None
+        return probe is None or step.layer not in probe.tied
 
     def readouts(self, traced, step: Step) -> list[tuple[nn.Module, list[int]]]:
         block = self._block({b.name: b for b in traced.blocks}, step)

@@ -15,7 +15,7 @@ from torch import nn
 
 import logging
 
-from ..layers import attention, hf_config, registry
+from ..layers import attention, hf_attention, hf_config, registry
 from ..errors import PlanMismatchError
 from .plan import Step
 
@@ -84,6 +84,10 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
         step.kind.apply(step, surgery, tracker)
         if surgery.replaced is not None:
             surgery.replaced.sweep()
+    _follow_q_columns(surgery, tracker)
+    for block in blocks:
+        if not block.fused:
+            hf_attention.restate_embed_dim(block.module, block.q)
     _rescale_mha_queries(mha_head_dims)
     _retie(shared)
     for name, p in model.named_parameters():  # a cut copy of a frozen parameter stays frozen
@@ -94,14 +98,26 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     registry.finish(model, seen)  # attributes the families' forwards read (a ViT's hidden_dim)
     if hf_before is not None:  # a Hugging Face model's config describes its new sizes
         problems = hf_config.describe(model, hf_before, blocks)
-        if problems and _follow_untraced(model, dg, tracker):
+        heads = {m for b in blocks for m in b.producers()}  # cut with their block's heads, never here
+        if problems and _follow_untraced(model, dg, tracker, skip=heads):
             registry.finish(model, seen)  # a norm cut that way states its new width too
             problems = hf_config.check(model)
         if problems:
             log.info("the Hugging Face config cannot describe the cut model: %s", "; ".join(problems))
 
 
-def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
+def _follow_q_columns(surgery: Surgery, tracker: Tracker) -> None:
+    """Queries beside q that the forward never ran (LUKE's entity queries without entity inputs)
+    read q's input: they keep the columns q kept (attention.follow_q_columns)."""
+    for block in surgery.blocks.values():
+        kept = tracker.kept.get(surgery.names.get(block.q), {}).get("in")
+        if kept is None or not block.queries:
+            continue
+        for layer, removed in attention.follow_q_columns(block, kept):
+            tracker.cut(surgery.names[layer], "in", attention.out_rows(layer).shape[1] + len(removed), removed)
+
+
+def _follow_untraced(model: nn.Module, dg, tracker: Tracker, *, skip: set[nn.Module] = frozenset()) -> bool:
     """Cut the tensors the forward never read that the config builds at a cut width (DINOv2's and
     ViT's ``mask_token``, used only when masked positions are passed): along the one dim the
     config narrows, keeping the indices most cut layers of that width keep (the residual stream).
@@ -121,7 +137,7 @@ def _follow_untraced(model: nn.Module, dg, tracker: Tracker) -> bool:
             continue
         owner, _, leaf = name.rpartition(".")
         module = model.get_submodule(owner)
-        if tensor in dg.module2node or module in dg.module2node:
+        if tensor in dg.module2node or module in dg.module2node or module in skip:
             continue  # traced: its cut (maybe still to come) is the graph's
         dims = [d for d in range(tensor.dim()) if want[d] != tensor.shape[d]]
         ranked = options.get((tensor.shape[dims[0]], want[dims[0]]), Counter()).most_common(2) if len(dims) == 1 else []

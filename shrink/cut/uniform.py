@@ -92,7 +92,7 @@ def equalise(traced: Traced, steps: list[Step], *, p: int, why: dict[str, str] |
         width, c = next(g.width for _, g, _ in kinds["hidden"]), max(per)
         kept_heads = block.units - counts[heads[0]]
         kept = min(width, kept_heads * block.heads_per_unit * block.head_dim)
-        if kept < width and kept == _projected_from(traced.model) and counts[heads[0]] > 0:
+        if kept < width and kept in _projected_from(traced.model) and counts[heads[0]] > 0:
             counts[heads[0]] -= 1  # one head fewer cut: a hidden width equal to it drops the projection
             kept = min(width, (kept_heads + 1) * block.heads_per_unit * block.head_dim)
         if (counts["hidden"] == 0 or len(per) > 1 or kept % c) and kept < width:  # hidden cannot be cut: nor heads
@@ -141,14 +141,23 @@ def _tied_multiple(traced: Traced, kinds: dict[str, list], counts: dict[str, int
     counts["hidden"] = counts["hidden"] // m * m
 
 
-def _projected_from(model) -> int | None:
-    """The embedding width a config projects up to the hidden size (ELECTRA's ``embedding_size``,
-    whose ``embeddings_project`` the config builds only while the two differ), else None."""
+# (config field, the layer projecting it up to the hidden size, built only while the two differ)
+_PROJECTIONS = (("embedding_size", "embeddings_project"),  # ELECTRA
+                ("entity_emb_size", "entity_embedding_dense"))  # LUKE's entity embeddings
+
+
+def _projected_from(model) -> set[int]:
+    """The embedding widths a config projects up to the hidden size (ELECTRA's ``embedding_size``,
+    whose ``embeddings_project`` the config builds only while the two differ): a hidden width
+    equal to one would drop that layer."""
     config = getattr(model, "config", None)
-    emb, hidden = getattr(config, "embedding_size", None), getattr(config, "hidden_size", None)
-    if not isinstance(emb, int) or not isinstance(hidden, int) or emb == hidden:
-        return None
-    return emb if any(n.endswith("embeddings_project") for n, _ in model.named_modules()) else None
+    hidden, found = getattr(config, "hidden_size", None), set()
+    names = [n for n, _ in model.named_modules()]
+    for field, layer in _PROJECTIONS:
+        emb = getattr(config, field, None)
+        if isinstance(emb, int) and isinstance(hidden, int) and emb != hidden and any(n.endswith(layer) for n in names):
+            found.add(emb)
+    return found
 
 
 def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int], reasons: dict[str, str]) -> None:

@@ -46,6 +46,9 @@ class AttentionBlock:
             instead of [q | k | v].
         shares: blocks with the same non-empty key must keep the same heads (T5's stack adds its
             first layer's position bias in every layer); ``partners`` lists them, this one included.
+        queries: other query projections as wide as q that read the same input against the same
+            keys (LUKE's entity-aware ``w2e_query``/``e2w_query``/``e2e_query``): they lose q's rows
+            on a heads cut and q's input columns on a width cut (`follow_q_columns`).
     """
 
     name: str
@@ -62,6 +65,7 @@ class AttentionBlock:
     interleaved: bool = False
     shares: str = ""
     partners: list = field(default_factory=list)
+    queries: list = field(default_factory=list)
 
     @property
     def units(self) -> int:
@@ -73,7 +77,7 @@ class AttentionBlock:
         return self.num_heads // self.num_kv_heads
 
     def producers(self) -> list[nn.Module]:
-        return [self.q] if self.fused else [self.q, self.k, self.v]
+        return [self.q] if self.fused else [self.q, self.k, self.v, *self.queries]
 
 
 def _attr(module: nn.Module, names: tuple[str, ...]) -> int | None:
@@ -126,6 +130,7 @@ def find_blocks(model: nn.Module, tied: Collection[nn.Module] | None = None) -> 
         block.locked = hf_attention.locked(module, heads)
         block.shares = registry.shared_heads(name, module)
         block.interleaved = fused and hf_attention.interleaved(module)
+        block.queries = [] if fused else hf_attention.queries(module, q)
         blocks.append(block)
     # Blocks that must keep the same heads (T5's stack reuses its first layer's bias) rank them together.
     for block in blocks:
@@ -167,8 +172,8 @@ def _own_scores(block: AttentionBlock, p: int) -> torch.Tensor:
         w = out_rows(block.q)[: block.units * 3 * block.head_dim]
         return powered_sums(w, p).view(block.units, -1).sum(dim=1).pow(1.0 / p).float()
     total = torch.zeros(block.units, dtype=torch.float64)
-    for role in ("q", "k", "v"):
-        layer, offset = _role_layer(block, role)
+    roles = [(*_role_layer(block, role), role) for role in ("q", "k", "v")] + [(m, 0, "q") for m in block.queries]
+    for layer, offset, role in roles:
         per = len(_rows_of_unit(block, 0)[role])
         w = out_rows(layer)[offset: offset + block.units * per]
         total += powered_sums(w, p).view(block.units, -1).sum(dim=1)
@@ -198,8 +203,23 @@ def cuts(block: AttentionBlock, units: list[int]) -> list[tuple[nn.Module, str, 
         layer_cuts = [(block.q, "out", fused)]
     else:
         layer_cuts = [(getattr(block, role), "out", removed[role]) for role in ("q", "k", "v")]
+        layer_cuts += [(m, "out", removed["q"]) for m in block.queries]  # LUKE's entity queries: q's heads
     # The output projection reads the concatenated heads: the same rows as q.
     return layer_cuts + [(block.out, "in", removed["q"])]
+
+
+def follow_q_columns(block: AttentionBlock, kept: list[int]) -> list[tuple[nn.Module, list[int]]]:
+    """Cut the input columns of the block's other queries that the forward never ran (LUKE's entity
+    queries when no entities are passed, so no width group holds them) to ``kept``, the columns q
+    kept; returns (layer, removed columns) for each one cut."""
+    done = []
+    for layer in block.queries:
+        n = out_rows(layer).shape[1]
+        if n == out_rows(block.q).shape[1] or n <= max(kept, default=-1):
+            continue  # already as wide as q (a width group cut it), or not q's width before
+        done.append((layer, [i for i in range(n) if i not in set(kept)]))
+        slice_linear_in(layer, kept)
+    return done
 
 
 def remove_units(block: AttentionBlock, units: list[int]) -> None:

@@ -3,7 +3,8 @@
 What the family looks like: an ``nn.Embedding`` holding a non-persistent scalar buffer
 ``embed_scale`` that its forward multiplies in (Gemma, Gemma 2 and 3's ``...ScaledWordEmbedding``;
 BART-style ``scale_embedding``), or a plain float attribute of that name (BioGPT, XGLM, TrOCR,
-M2M-100). The config builds it as ``sqrt(hidden_size)``, so after a cut of
+M2M-100), held by the embedding or by the encoder/decoder that multiplies its ``embed_tokens``
+output by it (FSMT). The config builds it as ``sqrt(hidden_size)``, so after a cut of
 the hidden width a folder saved and loaded back scales by the new width while the kept weights
 were trained for the old scale: the reloaded model computes something else (logits off by 1e-2).
 
@@ -34,12 +35,18 @@ def finish(model: nn.Module, seen: object = None) -> None:
     if not (hasattr(model, "config") and hasattr(model, "save_pretrained")):
         return  # only a config rebuilds the scale; a plain module keeps its buffer as it is
     _tied_head_scale(model)
+    outer = _outer_scales(model)
+    folded: set[int] = set()  # tables already multiplied by old / new
+    refused: set[int] = set()  # tables whose tied head has no norm to take the scale
     for embedding in [m for m in model.modules() if isinstance(m, nn.Embedding)]:
         scale = embedding._buffers.get("embed_scale")
+        holders = outer.get(embedding, [])
         if isinstance(scale, torch.Tensor) and scale.numel() == 1:
             old = float(scale)
         elif isinstance(vars(embedding).get("embed_scale"), float):
             old, scale = vars(embedding)["embed_scale"], None  # a float the forward multiplies by
+        elif holders and len({vars(h)["embed_scale"] for h in holders}) == 1:
+            old, scale = vars(holders[0])["embed_scale"], None  # FSMT: the encoder scales embed_tokens(ids)
         else:
             continue
         new = math.sqrt(embedding.weight.shape[1])
@@ -47,18 +54,41 @@ def finish(model: nn.Module, seen: object = None) -> None:
             continue  # no scale (scale_embedding=False), or the hidden width was not cut
         if not any(math.isclose(old, math.sqrt(w), rel_tol=1e-6) for w in _config_widths(model)):
             continue  # a scale of its own (MiniCPM's scale_emb), not sqrt(hidden): the config rebuilds it as it is
-        tied = [m for m in model.modules() if m is not embedding and getattr(m, "weight", None) is embedding.weight]
-        norm = _norm_before_head(model) if tied else None
-        if tied and (norm is None or not _scale_norm(norm, new / old)):
+        # One table under several embeddings (BART-style shared, encoder and decoder embed_tokens) is
+        # folded once; each embedding's scale is set. A head reading the table is not an embedding.
+        if id(embedding.weight) in refused:
             continue
+        first = id(embedding.weight) not in folded
+        tied = [m for m in model.modules() if not isinstance(m, nn.Embedding)
+                and getattr(m, "weight", None) is embedding.weight]
+        norm = _norm_before_head(model) if tied and first else None
+        if tied and first and (norm is None or not _scale_norm(norm, new / old)):
+            refused.add(id(embedding.weight))
+            continue
+        folded.add(id(embedding.weight))
         with torch.no_grad():
-            embedding.weight.mul_(old / new)
+            if first:
+                embedding.weight.mul_(old / new)
             if scale is not None:
                 scale.fill_(new)
+            elif holders:
+                for holder in holders:
+                    holder.embed_scale = new
             else:
                 embedding.embed_scale = new
         if isinstance(getattr(embedding, "scalar_embed_scale", None), float):
             embedding.scalar_embed_scale = new
+
+
+def _outer_scales(model: nn.Module) -> dict[nn.Module, list[nn.Module]]:
+    """{embedding: the modules holding the float ``embed_scale`` they multiply its output by}: an
+    encoder or decoder scaling its ``embed_tokens`` (FSMT), one list where two share the table."""
+    found: dict[nn.Module, list[nn.Module]] = {}
+    for module in model.modules():
+        table = getattr(module, "embed_tokens", None)
+        if isinstance(table, nn.Embedding) and isinstance(vars(module).get("embed_scale"), float):
+            found.setdefault(table, []).append(module)
+    return found
 
 
 def _config_widths(model: nn.Module) -> list[int]:
@@ -84,6 +114,11 @@ def _norm_before_head(model: nn.Module) -> nn.Module | None:
     norm = getattr(decoder, "norm", None) or getattr(decoder, "final_layer_norm", None)
     if norm is None and isinstance(getattr(decoder, "layer_norm", None), nn.LayerNorm):
         norm = decoder.layer_norm  # BioGPT's name for it
+    layers = getattr(decoder, "layers", None)
+    if norm is None and isinstance(layers, nn.ModuleList) and len(layers):
+        # A post-LN decoder with no norm of its own (PLBart, BigBird-Pegasus' BART layout): its last
+        # layer ends with final_layer_norm, whose output is what the head reads.
+        norm = getattr(layers[-1], "final_layer_norm", None)
     return norm if isinstance(getattr(norm, "weight", None), torch.Tensor) else None
 
 

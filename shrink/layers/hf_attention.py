@@ -9,9 +9,21 @@ width group either) but leaves their heads whole, for a reason a report can show
 - Falcon's new decoder architecture groups rows per key/value head ([kv, q.. k v, head_dim]).
 - (Swin's and T5's relative position bias tables, one column per head, are cut with the heads:
   position_bias.py; only a table laid out otherwise keeps the heads whole.)
+
+FSMT's attention stores its input width as ``embed_dim`` and asserts it in forward, then reshapes
+the heads to that input width: it runs only where q is as wide as its input (the config derives
+head_dim = d_model / heads, so a uniform cut keeps that), and `restate_embed_dim` sets the
+attribute after the cut.
+
+It also names the query projections a block holds beside ``query`` (`queries`): LUKE's
+entity-aware attention asks the same keys with one query per pair of token kinds (word to word
+is ``query``; ``w2e_query``, ``e2w_query``, ``e2e_query``), each ``all_head_size`` wide, so they
+lose the heads and the input columns ``query`` loses.
 """
 
 from __future__ import annotations
+
+import re
 
 from torch import nn
 
@@ -38,6 +50,31 @@ def locked(module: nn.Module, heads: int | None = None) -> str | None:
     if position_bias.has_tables(module) and (heads is None or not position_bias.cuttable(module, heads)):
         return "a relative position bias table whose columns are not one per head"
     return None
+
+
+# LUKE's word/entity pair queries: w2e_query, e2w_query, e2e_query ("<kind>2<kind>_query").
+_PAIR_QUERY = re.compile(r"^[a-z]2[a-z]_query$")
+
+
+def queries(module: nn.Module, q: nn.Module) -> list[nn.Module]:
+    """The query projections of ``module`` other than ``q`` that read the same width and make the same
+    heads (LUKE's entity-aware queries); [] for every other family."""
+    if not _from_transformers(module) or not hasattr(q, "weight"):
+        return []
+    return [m for name, m in module.named_children()
+            if _PAIR_QUERY.match(name) and m is not q and getattr(m, "weight", None) is not None
+            and m.weight.shape == q.weight.shape]
+
+
+def restate_embed_dim(module: nn.Module, q: nn.Module) -> None:
+    """Set a Hugging Face attention's stored ``embed_dim`` to its width after a cut, where q reads and
+    writes one width (FSMT asserts its input is ``embed_dim`` wide)."""
+    value = getattr(module, "embed_dim", None)
+    weight = getattr(q, "weight", None)
+    if not _from_transformers(module) or not isinstance(value, int) or isinstance(value, bool) or weight is None:
+        return
+    if weight.dim() == 2 and weight.shape[0] == weight.shape[1] != value:
+        module.embed_dim = int(weight.shape[0])
 
 
 def interleaved(module: nn.Module) -> bool:

@@ -43,9 +43,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, norm_shape, norms, padding,
-               parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel, shuffle,
-               split_order, std_conv, tied_attention, vit)
+from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, input_width_heads, norm_shape,
+               norms, padding, parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel,
+               shuffle, split_order, std_conv, tied_attention, vit)
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Linear weights passed to F.linear by the parent (torchvision's Swin)", trace=functional_linear.Routed),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, trace=recurrent.StateWatch),
     Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", trace=tied_attention.Probe),
+    Family("Hugging Face attention reshaped to its input width (FSMT)", trace=input_width_heads.Probe),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", trace=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import shrink
-from hf_models import token_inputs, transformers
+from hf_models import seq2seq_inputs, token_inputs, transformers
 
 T = transformers
 
@@ -34,3 +35,68 @@ def test_lfm2_ffn_width_is_written_with_auto_adjust_off(tmp_path):
     assert loaded.config.block_auto_adjust_ff_dim is False
     assert loaded.config.intermediate_size == 128
     assert {layer.feed_forward.w1.out_features for layer in loaded.model.layers} == {128}
+
+
+def _luke():
+    torch.manual_seed(0)
+    config = T.LukeConfig(vocab_size=100, entity_vocab_size=10, entity_emb_size=16, hidden_size=32,
+                          num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                          max_position_embeddings=64, num_labels=3)
+    return T.LukeForSequenceClassification(config).eval()
+
+
+def _entities():
+    return {"entity_ids": torch.tensor([[1, 2]]), "entity_attention_mask": torch.ones(1, 2, dtype=torch.long),
+            "entity_position_ids": torch.tensor([[[0, 1, -1], [3, -1, -1]]])}
+
+
+def test_luke_entity_queries_are_cut_with_the_word_query_when_no_entities_are_passed(tmp_path):
+    # Without entity inputs the forward never runs w2e/e2w/e2e_query: they follow `query` all the same.
+    model, x = _luke(), token_inputs()
+    result, loaded = _round_trip(model, x, tmp_path)
+    kept = result.plan.kept
+    for i in range(2):
+        name = f"luke.encoder.layer.{i}.attention.self"
+        rows, columns = kept[f"{name}.query"]["out"], kept[f"{name}.query"]["in"]
+        for query in ("w2e_query", "e2w_query", "e2e_query"):
+            assert kept[f"{name}.{query}"] == {"out": rows, "in": columns}
+            torch.testing.assert_close(result.model.get_submodule(f"{name}.{query}").weight,
+                                       model.get_submodule(f"{name}.{query}").weight[rows][:, columns])
+    with torch.no_grad():  # entity-aware attention reads them: the reloaded model agrees there too
+        torch.testing.assert_close(loaded(**x, **_entities()).logits, result.model(**x, **_entities()).logits,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_luke_entity_queries_lose_the_heads_query_loses_when_entities_are_passed(tmp_path):
+    # Traced with entities, a heads cut that left them whole broke the reshape to [batch, seq, heads, head_dim].
+    result, _ = _round_trip(_luke(), {**token_inputs(), **_entities()}, tmp_path)
+    assert not any("attention.self" in k for k in result.kept_whole), result.kept_whole
+
+
+def test_fsmt_heads_are_cut_with_the_hidden_width_its_attention_reshapes_to(tmp_path):
+    # FSMT's attention asserts its input is embed_dim wide and views the heads back to that width:
+    # heads and d_model are cut in one pass (each alone breaks it), and the encoder's and decoder's
+    # embed_scale = sqrt(d_model) is folded into the embeddings.
+    torch.manual_seed(0)
+    config = T.FSMTConfig(langs=["en", "de"], src_vocab_size=100, tgt_vocab_size=100, d_model=32,
+                          encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                          encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, scale_embedding=True)
+    model = T.FSMTForConditionalGeneration(config)
+    result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
+    assert (loaded.config.d_model, loaded.config.encoder_attention_heads, loaded.config.decoder_ffn_dim) == (16, 2, 32)
+    attention = result.model.model.encoder.layers[0].self_attn
+    assert (attention.embed_dim, attention.num_heads, attention.head_dim) == (16, 2, 8)
+    assert result.model.model.encoder.embed_scale == pytest.approx(16 ** 0.5)
+
+
+def test_plbart_shared_scaled_table_is_folded_once_and_the_tied_head_keeps_its_logits(tmp_path):
+    # shared, encoder.embed_tokens and decoder.embed_tokens are one table scaled by sqrt(d_model),
+    # read by the tied lm_head; the post-LN decoder has no final norm but its last final_layer_norm.
+    torch.manual_seed(0)
+    config = T.PLBartConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
+                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                            decoder_ffn_dim=64, max_position_embeddings=64, scale_embedding=True)
+    model = T.PLBartForConditionalGeneration(config)
+    result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
+    assert loaded.config.d_model == 16
+    assert {m.embed_scale for m in (result.model.model.shared, result.model.model.encoder.embed_tokens)} == {4.0}

@@ -1,0 +1,116 @@
+"""Hugging Face attention that reshapes its heads back to its input width (FSMT, LED).
+
+What the family looks like: separate ``q_proj``/``k_proj``/``v_proj`` found by
+`attention.find_blocks`, a forward that reads the width from its input (``tgt_len, bsz,
+embed_dim = query.size()``), asserts it against a stored ``embed_dim`` and ends with
+``attn_output.view(tgt_len, bsz, embed_dim)``. Such a block runs only while heads x head_dim
+equals its input width: with whole heads cut and the residual width not (or the other way round)
+it fails, so self-healing kept every head and the hidden width whole (FSMT: 0% removed).
+
+How to cut: as every block whose config derives head_dim from the hidden size, by whole heads
+with the hidden width losing heads x head_dim (uniform.py), but both in the same pass: the heads'
+cut cannot be checked against the masked model with the hidden width already cut, so it is
+checked, like that width, by running and keeping the output shapes (cut/heal.py's loose steps).
+Which blocks are so is seen by trial, not guessed: while the graph is traced, `Probe` runs each
+block once more with one head removed from a copy of its weights; a block that breaks is one.
+The stored ``embed_dim`` is then set from the new sizes (`hf_attention.restate_embed_dim`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import hf_attention
+
+_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads", "nheads",
+           "num_key_value_heads", "num_kv_heads", "n_kv_heads", "kv_heads", "num_key_value_groups",
+           "all_head_size", "inner_dim", "split_size")
+
+
+class Probe:
+    """While the graph is traced: note each Hugging Face block's input, then try it a head fewer."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from .attention import find_blocks  # attention.py imports the registry, which imports this file
+
+        self.inputs: dict[nn.Module, tuple] = {}
+        self.shapes: dict[nn.Module, torch.Size] = {}
+        self.tied: set[str] = set()  # names of the blocks that break a head fewer, after close()
+        self.blocks = [b for b in find_blocks(model) if hf_attention._from_transformers(b.module)
+                       and not b.fused and not b.locked and b.units > 1 and not b.queries
+                       and _square(b.q)]
+        for block in self.blocks:  # (the trace finds the output projection through the graph later)
+            block.out = _out_child(block)
+        # A block whose output projection lies outside it (BERT's self-attention) gives heads x
+        # head_dim outputs: a head fewer changes its output shape whatever it reads. Not probed.
+        self.blocks = [b for b in self.blocks if b.out is not None]
+        self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
+        self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
+
+    def _note(self, module, args, kwargs) -> None:
+        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
+        self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
+
+    def _shape(self, module, args, output) -> None:
+        first = output if isinstance(output, torch.Tensor) else output[0]
+        if isinstance(first, torch.Tensor):
+            self.shapes.setdefault(module, first.shape)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        for block in self.blocks:
+            if block.module in self.shapes and not _runs_a_head_fewer(block, *self.inputs[block.module],
+                                                                      self.shapes[block.module]):
+                self.tied.add(block.name)
+        self.inputs.clear()
+
+
+_OUT = ("out_proj", "o_proj", "dense", "out", "proj", "c_proj")
+
+
+def _out_child(block) -> nn.Module | None:
+    width = block.q.weight.shape[0]
+    return next((m for m in (getattr(block.module, n, None) for n in _OUT)
+                 if isinstance(m, nn.Linear) and m.in_features == width), None)
+
+
+def _square(q: nn.Module) -> bool:
+    weight = getattr(q, "weight", None)
+    return isinstance(q, nn.Linear) and weight.shape[0] == weight.shape[1]
+
+
+def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size) -> bool:
+    """With unit 0 removed (its q, k, v rows and out columns), does the block still give ``shape``?
+
+    The block runs once on sliced weights swapped in; everything is put back as it was after.
+    """
+    from .attention import cuts
+
+    module = block.module
+    layers = cuts(block, [0])
+    saved = [(m, m.weight, m.bias) for m, _, _ in layers]
+    counts = {n: getattr(module, n) for n in _COUNTS if isinstance(getattr(module, n, None), int)}
+    try:
+        with torch.no_grad():
+            for layer, dim, removed in layers:
+                axis = 0 if dim == "out" else 1
+                keep = torch.tensor([i for i in range(layer.weight.shape[axis]) if i not in set(removed)])
+                layer.weight = nn.Parameter(layer.weight.index_select(axis, keep))
+                if dim == "out" and layer.bias is not None:
+                    layer.bias = nn.Parameter(layer.bias.index_select(0, keep))
+            fewer = (block.units - 1) / block.units
+            for name, value in counts.items():
+                if name != "num_key_value_groups":
+                    setattr(module, name, int(value * fewer))
+            got = module(*args, **kwargs)
+        first = got if isinstance(got, torch.Tensor) else got[0]
+        return first.shape == shape
+    except Exception:  # noqa: BLE001 - any failure means the forward reads its input width
+        return False
+    finally:
+        for layer, weight, bias in saved:
+            layer.weight, layer.bias = weight, bias
+        for name, value in counts.items():
+            setattr(module, name, value)
