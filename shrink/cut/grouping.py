@@ -29,10 +29,12 @@ from torch_pruning.dependency.dependency import Dependency
 from torch_pruning.dependency.group import Group
 from torch_pruning.pruner import function
 
-# Channel positions one group may reach before its walk stops. A conv feeding a classifier through
-# a flatten reaches width x spatial positions (VGG-16: 512 x 49, once per layer on the way); past
-# millions, a reshape has mixed channels with token or pixel positions (attention computed on conv
-# maps) and the walk would take minutes for a group that cannot be cut anyway.
+# Channel positions one group may reach, beyond its own width at every layer it reaches, before its
+# walk stops. A conv feeding a classifier through a flatten reaches width x spatial positions
+# (VGG-16: 512 x 49, once per layer on the way); past millions more, a reshape has mixed channels
+# with token or pixel positions (attention computed on conv maps) and the walk would take minutes
+# for a group that cannot be cut anyway. A deep model's residual width alone is no reason to stop:
+# Llama-3-8B's reaches 4,096 positions at each of some 600 layers and ops.
 MAX_POSITIONS = 2_000_000
 
 
@@ -429,15 +431,18 @@ class Graph(tp.DependencyGraph):
         """Every (node, pruning function) the positions ``start`` reach from ``root_dep``, each
         position once: (node, handler) -> (the first dependency that reached it, the fresh position
         arrays in the order reached). Positions are (index, root index) rows; raises GroupTooLarge
-        past MAX_POSITIONS, blamed on the widest reshape met (``name`` names the root in the message).
+        past MAX_POSITIONS more than the root's width at each node reached, blamed on the widest
+        reshape met (``name`` names the root in the message).
         """
         reached: dict[tuple, tuple[Dependency, list]] = {}
         seen: dict[tuple, _Seen] = {}  # (node, handler) -> codes of the positions walked from there
         walked = 0
         widest: list = [1, None]  # the largest flatten stride met, and its dependency: what to blame
 
-        def too_large(count, dep):
-            if walked + count > MAX_POSITIONS:
+        width = len(start)
+
+        def too_large(count, dep):  # the root's own width at every (node, handler) is no growth
+            if walked + count > MAX_POSITIONS + width * (len(reached) + 1):
                 _blame(widest[1] or dep, f"the channels of {name!r} reach over {MAX_POSITIONS:,} positions")
 
         def admit(dep, new):

@@ -201,3 +201,33 @@ def test_division_by_zero_raises_as_in_torch_pruning():
                     index_mapping._SliceIndexMapping(dim=1, start=0, step=0, end=8, reverse=False)):
         with pytest.raises(ZeroDivisionError):
             grouping._mapped(mapping, pos)
+
+
+class _ResidualMLP(nn.Module):
+    def __init__(self, width: int, depth: int):
+        super().__init__()
+        self.stem = nn.Linear(8, width)  # the residual stream starts here, not at the model input
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+            for _ in range(depth))
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.head(x)
+
+
+def test_a_deep_residual_width_is_not_growth(monkeypatch):
+    """A residual stream reached at every layer of a deep model (an 8B LLaMA's: 4,096 positions at
+    some 600 nodes) walks on: only positions beyond the root's width at each node count."""
+    monkeypatch.setattr(grouping, "MAX_POSITIONS", 200)  # the residual group reaches 16 x ~60 nodes
+    torch.manual_seed(0)
+    model, x = _ResidualMLP(16, 12).eval(), torch.randn(4, 8)
+    dg = grouping.Graph().build_dependency(model, example_inputs=x)
+    group = dg.get_pruning_group(model.blocks[0][3], tp.prune_linear_out_channels, list(range(16)))
+    assert sum(1 for item in group if isinstance(item.dep.target.module, nn.Linear)) >= 24
+    result = shrink.compress(model, x)
+    assert result.plan.checks["black_boxes"] == {}
+    assert result.model.head.in_features < 16  # the residual width itself was cut
