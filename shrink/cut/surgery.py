@@ -82,6 +82,7 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     for step in steps:
         step.kind.apply(step, surgery, tracker)
+        _follow_replaced_parameters(model, dg)
         if surgery.replaced is not None:
             surgery.replaced.sweep()
     _follow_q_columns(surgery, tracker)
@@ -104,6 +105,25 @@ def apply_steps(model: nn.Module, dg, blocks: list[attention.AttentionBlock], st
             problems = hf_config.check(model)
         if problems:
             log.info("the Hugging Face config cannot describe the cut model: %s", "; ".join(problems))
+
+
+def _follow_replaced_parameters(model: nn.Module, dg) -> None:
+    """Point the graph's nodes for bare parameters at the narrower copies a family put in their place.
+
+    torch-pruning does this for the parameters it cuts itself; one a family cuts (Swin's per-head
+    bias table) would stay the graph's node, so the next group built after the cut (a healing
+    trial's masking readouts) measured the old tensor, which may be released by then."""
+    for old, name in list(dg._param_to_name.items()):
+        if old not in dg.module2node:
+            continue
+        try:
+            new = model.get_parameter(name)
+        except AttributeError:  # not a registered parameter any more: nothing to follow
+            continue
+        if new is not old:
+            dg._param_to_name[new] = dg._param_to_name.pop(old)
+            dg.module2node[new] = dg.module2node.pop(old)
+            dg.module2node[new].module = new
 
 
 def _follow_q_columns(surgery: Surgery, tracker: Tracker) -> None:

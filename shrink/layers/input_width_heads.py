@@ -12,7 +12,8 @@ with the hidden width losing heads x head_dim (uniform.py), but both in the same
 cut cannot be checked against the masked model with the hidden width already cut, so it is
 checked, like that width, by running and keeping the output shapes (cut/heal.py's loose steps).
 Which blocks are so is seen by trial, not guessed: while the graph is traced, `Probe` runs each
-block once more with one head removed from a copy of its weights; a block that breaks is one.
+block once more with one head removed from a copy of its weights, and once with its input width
+narrowed as much too; a block that breaks the first way and runs the second is one.
 The stored ``embed_dim`` is then set from the new sizes (`hf_attention.restate_embed_dim`).
 """
 
@@ -26,6 +27,7 @@ from . import hf_attention
 _COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads", "nheads",
            "num_key_value_heads", "num_kv_heads", "n_kv_heads", "kv_heads", "num_key_value_groups",
            "all_head_size", "inner_dim", "split_size")
+_WIDTHS = ("embed_dim",)  # the input width a block stores (and FSMT asserts), restated after a cut
 
 
 class Probe:
@@ -61,10 +63,18 @@ class Probe:
         for handle in self._handles:
             handle.remove()
         for block in self.blocks:
-            if block.module in self.shapes and not _runs_a_head_fewer(block, *self.inputs[block.module],
-                                                                      self.shapes[block.module]):
+            if block.module in self.shapes and _reads_its_input_width(block, *self.inputs[block.module],
+                                                                          self.shapes[block.module]):
                 self.tied.add(block.name)
         self.inputs.clear()
+
+
+def _reads_its_input_width(block, args: tuple, kwargs: dict, shape: torch.Size) -> bool:
+    """The block breaks a head fewer, and runs a head fewer when its input is that much narrower
+    too. A block that breaks either way (Swin's per-head position bias, which the probe leaves
+    whole) breaks for another reason: its heads are cut and checked as every block's."""
+    return (not _runs_a_head_fewer(block, args, kwargs, shape)
+            and _runs_a_head_fewer(block, args, kwargs, shape, narrow=True))
 
 
 _OUT = ("out_proj", "o_proj", "dense", "out", "proj", "c_proj")
@@ -81,8 +91,10 @@ def _square(q: nn.Module) -> bool:
     return isinstance(q, nn.Linear) and weight.shape[0] == weight.shape[1]
 
 
-def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size) -> bool:
+def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, narrow: bool = False) -> bool:
     """With unit 0 removed (its q, k, v rows and out columns), does the block still give ``shape``?
+    With ``narrow``, the input width loses as much too (the q, k, v columns, the out rows and the
+    last dim of every input that is that wide) and the output's last dim is expected that much less.
 
     The block runs once on sliced weights swapped in; everything is put back as it was after.
     """
@@ -90,8 +102,17 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size) -> b
 
     module = block.module
     layers = cuts(block, [0])
-    saved = [(m, m.weight, m.bias) for m, _, _ in layers]
+    width = block.q.weight.shape[1]
+    step = len(layers[0][2])  # one head's rows of q
+    if narrow:
+        cut = list(range(step))  # any head_dim columns of the input width
+        layers = layers + [(m, "in" if dim == "out" else "out", cut) for m, dim, _ in layers]
+        shape = torch.Size((*shape[:-1], shape[-1] - step))
+        thin = lambda v: v[..., step:] if _is_wide(v, width) else v  # noqa: E731
+        args, kwargs = tuple(thin(a) for a in args), {k: thin(v) for k, v in kwargs.items()}
+    saved = {m: (m.weight, m.bias) for m, _, _ in layers}
     counts = {n: getattr(module, n) for n in _COUNTS if isinstance(getattr(module, n, None), int)}
+    widths = {n: getattr(module, n) for n in _WIDTHS if narrow and getattr(module, n, None) == width}
     try:
         with torch.no_grad():
             for layer, dim, removed in layers:
@@ -104,13 +125,20 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size) -> b
             for name, value in counts.items():
                 if name != "num_key_value_groups":
                     setattr(module, name, int(value * fewer))
+            for name in widths:  # what `hf_attention.restate_embed_dim` would set
+                setattr(module, name, width - step)
             got = module(*args, **kwargs)
         first = got if isinstance(got, torch.Tensor) else got[0]
         return first.shape == shape
     except Exception:  # noqa: BLE001 - any failure means the forward reads its input width
         return False
     finally:
-        for layer, weight, bias in saved:
+        for layer, (weight, bias) in saved.items():
             layer.weight, layer.bias = weight, bias
-        for name, value in counts.items():
+        for name, value in (*counts.items(), *widths.items()):
             setattr(module, name, value)
+
+
+def _is_wide(value, width: int) -> bool:
+    """A hidden-state input: a float tensor of two dims or more whose last one is ``width``."""
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() >= 2 and value.shape[-1] == width
