@@ -29,6 +29,7 @@ from ..layers.rows import is_hf_conv1d, is_linear_like
 from ..layers.attention import AttentionBlock, find_blocks
 from ..errors import ShrinkTypeError, ShrinkValueError, UnsupportedLayerError
 from . import opaque as _boxes
+from . import dead as _dead
 from .grouping import Graph
 from .opaque import failing_nodes, opaque, recording_owners
 
@@ -221,6 +222,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
     args, kwargs = _inputs.call_args(_inputs.requiring_grad(example_inputs))
     input_ids = {id(t) for t in [*args, *kwargs.values()] if isinstance(t, torch.Tensor) and t.requires_grad}
     output_fns: set = set()
+    dead_fns: set = set()  # the ends of dead branches, traced as outputs that protect nothing (dead.py)
 
     fixed: dict[nn.Module, str] = {}  # modules whose width the caller sees (layers/registry.py)
 
@@ -231,7 +233,9 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
         task = _inputs.task_outputs(found)
         output_fns.update(t.grad_fn for t in task.values() if t.grad_fn is not None)
         fixed.update(seen.fixed(list(task.values())))
-        return list(found.values())
+        ends = _dead.sinks(owners.unread, found.values())
+        dead_fns.update(t.grad_fn for t in ends)
+        return list(found.values()) + ends
 
     config = getattr(model, "config", None)
     use_cache = getattr(config, "use_cache", None)
@@ -278,7 +282,7 @@ def _trace_once(model, example_inputs, ignored, outputs, black_boxes, budget) ->
             traced.tied = [b for b in tied if b.module not in ignored]
             for tp_group in dg.get_all_groups(ignored_layers=head_layers, root_module_types=root_types):
                 traced.groups.append(_classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed,
-                                               black_boxes, seen.parts))
+                                               black_boxes, seen.parts, dead_fns))
             if dg.oversized:  # the oversized walks of this pass at once: each names a layer to trace as a black box
                 found = [(e, failing_nodes(e)) for e in dg.oversized]
                 # A walk blamed on a reshape that no module ran is left for the next pass: the boxes
@@ -427,7 +431,8 @@ def _in_width(layer: nn.Module) -> int:
     return layer.weight.shape[0] if is_hf_conv1d(layer) else layer.in_features
 
 
-def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_boxes=(), parts=None) -> Group:
+def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_boxes=(), parts=None,
+              dead_fns=frozenset()) -> Group:
     root_dep = tp_group[0].dep
     root = root_dep.target.module
     members, kinds, protected, channel_groups = [], set(), None, 1
@@ -436,7 +441,8 @@ def _classify(dg, names, tp_group, output_fns, input_ids, ignored, fixed, black_
         is_out = dg.is_out_channel_pruning_fn(dep.handler)
         if isinstance(module, nn.Module) and names.get(module) is not None:
             members.append(Member(names[module], "out" if is_out else "in"))
-        if isinstance(module, _OPS._OutputOp) or (is_out and node.grad_fn in output_fns):
+        # A dead branch's end is traced as an output so that its inputs are cut; it protects nothing.
+        if (isinstance(module, _OPS._OutputOp) and node.grad_fn not in dead_fns) or (is_out and node.grad_fn in output_fns):
             protected = protected or "model output"
         if isinstance(module, (nn.Module, nn.Parameter)) and module in ignored:
             protected = protected or "ignored"

@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..errors import UnsupportedLayerError
+from . import dead
 
 
 class _Barrier(torch.autograd.Function):
@@ -129,9 +130,11 @@ class _Owners(TorchFunctionMode):
         self.cat_sizes: dict = {}  # a concatenation's grad_fn -> the widths it joined (grouping.py)
         self.cat_last: dict = {}  # a concatenation's grad_fn -> its inputs' last-dim sizes, if it joins another dim
         self.view_shapes: dict = {}  # a reshape's grad_fn -> (input shape, output shape) (grouping.py)
+        self.unread: dict = {}  # tensors made and not yet read by a differentiable op (dead.py)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        dead.note(self.unread, out, args, kwargs)
         if func in _CATS and isinstance(out, torch.Tensor) and out.grad_fn is not None:
             self._record_cat(out, args, kwargs or {})
         elif (isinstance(out, torch.Tensor) and type(out.grad_fn).__name__ in _VIEWS
