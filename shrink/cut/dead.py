@@ -44,8 +44,11 @@ def sinks(unread: dict, outputs) -> list[torch.Tensor]:
     dead branches. Empties ``unread``: the activations it held can go."""
     live = _ancestors([t.grad_fn for t in outputs if isinstance(t, torch.Tensor) and t.grad_fn is not None])
     dead: dict = {}
-    for tensor in unread.values():
-        fn = tensor.grad_fn  # read now: an in-place op may have moved it since
+    for tensor in list(unread.values()):
+        with torch._C.DisableTorchFunction():  # (the tracer's mode would note these reads)
+            while tensor._base is not None:  # a write into a view (``bias[a:b].zero_()``) is one into its base
+                tensor = tensor._base
+            fn = tensor.grad_fn  # read now: an in-place op may have moved it since
         if fn is not None and fn not in live:
             dead.setdefault(fn, tensor)
     unread.clear()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import shrink
-from shrink.cut import graph
+from shrink.cut import dead, graph
 
 
 class DeadSideHead(nn.Module):
@@ -102,6 +102,28 @@ def test_a_model_without_dead_ends_traces_as_before():
     traced = graph.trace(Live().eval(), torch.randn(2, 4))
     assert sorted(g.root_name for g in traced.groups) == ["a", "b"]
     assert traced.kept == {"b": "model output"}
+
+
+def test_a_slice_written_in_place_is_no_dead_end(monkeypatch):
+    """torchvision's Swin V2 zeroes the key third of a cloned qkv bias in place, then reads the whole
+    bias: the written slice is never read again, but its write is (through its base). Taken for a
+    dead end, it was handed to torch-pruning as an output, whose cut then failed."""
+    class ZeroedSlice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.mid, self.head = nn.Linear(4, 16), nn.Linear(16, 24), nn.Linear(24, 2)
+
+        def forward(self, x):
+            h = self.mid(torch.relu(self.embed(x))).clone()
+            h[:, 8:16].zero_()
+            return self.head(torch.relu(h))
+
+    ends, real = [], dead.sinks
+    monkeypatch.setattr(dead, "sinks", lambda unread, outputs: ends.extend(real(unread, outputs)) or ends)
+    graph.trace(ZeroedSlice().eval(), torch.randn(2, 4))
+    assert ends == []
+    result = shrink.compress(ZeroedSlice().eval(), torch.randn(2, 4))
+    assert "embed" not in result.kept_whole and result.model.embed.out_features == 8
 
 
 def test_siglip_classifier_cuts_past_its_unread_pooling_head(tmp_path):
