@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import re
 import sys
+import subprocess
 import tempfile
 import time
 import traceback
@@ -518,7 +519,11 @@ def main() -> None:
         previous = json.loads(args.out.with_suffix(".json").read_text())
         rows = [r for r in previous["rows"] if r["type"] not in chosen]
         skipped = {t: why for t, why in {**previous["not_swept"], **skipped}.items() if t not in chosen}
-        info = {**previous["machine"], "updated": f"{len(chosen)} types re-run later: {', '.join(sorted(chosen))}"}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=HERE).stdout.strip() or "unknown"
+        update = f"{len(chosen)} types re-run later on {commit}: {', '.join(sorted(chosen))}"
+        earlier = previous["machine"].get("updated")  # every update stays listed, the latest last
+        info = {**previous["machine"], "updated": f"{earlier}; then {update}" if earlier else update}
     done = {r["type"] for r in rows}
     if not args.resume:
         partial.write_text("")
