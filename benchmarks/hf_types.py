@@ -26,8 +26,8 @@ import json
 import multiprocessing
 import os
 import re
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
