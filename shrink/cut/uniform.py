@@ -27,6 +27,7 @@ import torch
 
 from ..layers import attention, hf_config, hf_lists, hf_moe
 from . import experts, graph, select
+from . import units as _units
 from .graph import Traced
 from .kinds import EXPERTS, GROUP, HEADS, GroupCut
 from .plan import Step
@@ -168,13 +169,20 @@ def _follow_hidden(traced: Traced, kinds: dict[str, list], counts: dict[str, int
     if not counts.get("hidden") or not hf_config.is_hf(traced.model):
         return
     width = next(g.width for _, g, _ in kinds["hidden"])
+    # The hidden count is in units of c channels (a grouped conv reads it: wav2vec2's, SEW's positional
+    # conv); a follower's in its own units: SEW's upsampling is hidden x s rows, s rows to a unit
+    # (layers/channels_to_tokens.py), so it has as many units as the hidden width has channels.
+    gone = counts["hidden"] * max(g.channel_groups for _, g, _ in kinds["hidden"])
+    units = {x.root_name: _units.total(traced, x) for members in kinds.values() for c, x, _ in members
+             if isinstance(c, GroupCut)}
     widths = {k: [x.root_name for _, x, _ in members] for k, members in kinds.items()
               if k.split(":")[0] not in ("hidden", "heads") and counts.get(k) == 0 and members
-              and all(isinstance(c, GroupCut) and x.width % width == 0 and not c.whole(x) for c, x, _ in members)}
+              and all(isinstance(c, GroupCut) and units[x.root_name] % width == 0 and not c.whole(x)
+                      for c, x, _ in members)}
     follows = hf_config.follow_hidden(traced.model, [n for names in widths.values() for n in names])
     for kind, names in widths.items():
         if names and all(n in follows for n in names):
-            counts[kind] = counts["hidden"] * (kinds[kind][0][1].width // width)
+            counts[kind] = gone * (units[names[0]] // width)
             reasons.pop(kind, None)
 
 

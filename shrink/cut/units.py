@@ -103,6 +103,12 @@ def channels(traced: Traced, group: Group, units: list[int]) -> tuple[int, ...]:
     return tuple(sorted(u + g * per for g in range(group.channel_groups) for u in units))
 
 
+def total(traced: Traced, group: Group) -> int:
+    """How many units the group has (its width where no channels are tied)."""
+    tied = classes(traced, group)
+    return group.width // group.channel_groups if tied is None else len(tied)
+
+
 def count(traced: Traced, group: Group, removed: tuple[int, ...]) -> int:
     """How many units the root channels ``removed`` take away (whole units only)."""
     tied = classes(traced, group)

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, input_width_heads, norm_shape,
+from . import (channels_to_tokens, checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, input_width_heads, norm_shape,
                norms, padding, parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel,
                shuffle, split_order, std_conv, tied_attention, vit)
 
@@ -85,6 +85,7 @@ FAMILIES: tuple[Family, ...] = (
            shared_heads=position_bias.shared_key),
     Family("gated widths (GLU, gMLP, MambaOut)", trace=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", trace=split_order.Ordered),
+    Family("channels folded into tokens (SEW's upsampling)", trace=channels_to_tokens.Folded),
     Family("selective kernel (SKNet)", trace=selective_kernel.Paths, finish=selective_kernel.finish),
     Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", trace=eva.Traced,
            cut_heads=eva.cut_heads, finish=eva.finish),

@@ -100,3 +100,23 @@ def test_plbart_shared_scaled_table_is_folded_once_and_the_tied_head_keeps_its_l
     result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
     assert loaded.config.d_model == 16
     assert {m.embed_scale for m in (result.model.model.shared, result.model.model.encoder.embed_tokens)} == {4.0}
+
+
+def test_sew_upsampling_folded_into_tokens_follows_the_hidden_cut(tmp_path):
+    # SEW's upsampling is Linear(hidden, 2 x hidden) reshaped to twice the tokens: output channel j is
+    # rows j and hidden + j. Left whole, the config (which builds it as 2 x hidden_size) no longer
+    # described the model and save refused it. 1020 samples give 50 frames: no pad after the upsampling
+    # (padding.py takes a pad of [batch, tokens, channels] over dim 1 for one over channels).
+    torch.manual_seed(0)
+    config = T.SEWConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                         conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), squeeze_factor=2,
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, classifier_proj_size=32,
+                         num_labels=3)
+    model = T.SEWForSequenceClassification(config)
+    x = {"input_values": torch.randn(1, 1020, generator=torch.Generator().manual_seed(0))}
+    result, loaded = _round_trip(model, x, tmp_path)
+    assert loaded.config.hidden_size == 16
+    upsample = result.model.sew.encoder.upsample.projection
+    assert (upsample.in_features, upsample.out_features) == (16, 32)
+    rows = result.plan.kept["sew.encoder.upsample.projection"]["out"]
+    assert rows[len(rows) // 2:] == [32 + r for r in rows[:len(rows) // 2]]  # rows j and 32 + j go together
