@@ -36,6 +36,10 @@ from torch_pruning.pruner import function
 # for a group that cannot be cut anyway. A deep model's residual width alone is no reason to stop:
 # Llama-3-8B's reaches 4,096 positions at each of some 600 layers and ops.
 MAX_POSITIONS = 2_000_000
+# Steps one walk may take (each admits the fresh positions one dependency reached). A plain walk takes
+# a few per layer (a 32-layer LLaMA's residual group: about a thousand); GPT-OSS's expert routing at
+# 16 tokens reached one position per step, half a million steps in 25 s, and never finished the trace.
+MAX_STEPS = 100_000
 
 
 _CODE = 1 << 32  # a position's code: index * _CODE + root index + 1
@@ -445,8 +449,13 @@ class Graph(tp.DependencyGraph):
             if walked + count > MAX_POSITIONS + width * (len(reached) + 1):
                 _blame(widest[1] or dep, f"the channels of {name!r} reach over {MAX_POSITIONS:,} positions")
 
+        steps = 0
+
         def admit(dep, new):
-            nonlocal walked
+            nonlocal walked, steps
+            steps += 1
+            if steps > MAX_STEPS:
+                _blame(widest[1] or dep, f"the channels of {name!r} take over {MAX_STEPS:,} steps to walk")
             key = (dep.target, dep.handler)
             codes, first = np.unique(new[:, 0] * _CODE + (new[:, 1] + 1), return_index=True)
             done = seen.setdefault(key, _Seen())
