@@ -231,3 +231,16 @@ def test_a_deep_residual_width_is_not_growth(monkeypatch):
     result = shrink.compress(model, x)
     assert result.plan.checks["black_boxes"] == {}
     assert result.model.head.in_features < 16  # the residual width itself was cut
+
+
+def test_a_walk_of_too_many_steps_stops(monkeypatch):
+    """A walk that reaches its positions a few at a time (GPT-OSS's expert routing: one per step, half
+    a million steps) stops after MAX_STEPS like an oversized one, and its layer becomes a black box."""
+    torch.manual_seed(0)
+    model, x = _ResidualMLP(16, 12).eval(), torch.randn(4, 8)
+    dg = grouping.Graph().build_dependency(model, example_inputs=x)
+    monkeypatch.setattr(grouping, "MAX_STEPS", 10)  # the residual group takes some 60 steps
+    with pytest.raises(grouping.GroupTooLarge, match="steps"):
+        dg.get_pruning_group(model.blocks[0][3], tp.prune_linear_out_channels, list(range(16)))
+    monkeypatch.setattr(grouping, "MAX_STEPS", 1_000)
+    assert len(dg.get_pruning_group(model.blocks[0][3], tp.prune_linear_out_channels, list(range(16)))) > 24
