@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import hf_attention
+from .block_calls import BlockCalls
 
 _COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads", "heads", "nheads",
            "num_key_value_heads", "num_kv_heads", "n_kv_heads", "kv_heads", "num_key_value_groups",
@@ -36,8 +37,6 @@ class Probe:
     def __init__(self, model: nn.Module) -> None:
         from .attention import find_blocks  # attention.py imports the registry, which imports this file
 
-        self.inputs: dict[nn.Module, tuple] = {}
-        self.shapes: dict[nn.Module, torch.Size] = {}
         self.tied: set[str] = set()  # names of the blocks that break a head fewer, after close()
         self.blocks = [b for b in find_blocks(model) if hf_attention._from_transformers(b.module)
                        and not b.fused and not b.locked and b.units > 1 and not b.queries
@@ -47,26 +46,15 @@ class Probe:
         # A block whose output projection lies outside it (BERT's self-attention) gives heads x
         # head_dim outputs: a head fewer changes its output shape whatever it reads. Not probed.
         self.blocks = [b for b in self.blocks if b.out is not None]
-        self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
-        self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
-
-    def _note(self, module, args, kwargs) -> None:
-        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
-        self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
-
-    def _shape(self, module, args, output) -> None:
-        first = output if isinstance(output, torch.Tensor) else output[0]
-        if isinstance(first, torch.Tensor):
-            self.shapes.setdefault(module, first.shape)
+        self.calls = BlockCalls(b.module for b in self.blocks)
 
     def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+        self.calls.close()
         for block in self.blocks:
-            if block.module in self.shapes and _reads_its_input_width(block, *self.inputs[block.module],
-                                                                          self.shapes[block.module]):
+            call = self.calls.of(block.module)
+            if call is not None and _reads_its_input_width(block, *call):
                 self.tied.add(block.name)
-        self.inputs.clear()
+        self.calls.clear()
 
 
 def _reads_its_input_width(block, args: tuple, kwargs: dict, shape: torch.Size) -> bool:

@@ -51,6 +51,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from . import eva, subsample_attention
+from .block_calls import BlockCalls
 
 _QKV = ("qkv", "c_attn", "Wqkv", "in_proj", "to_qkv")  # to_qkv, merge: torchvision's MaxViT
 _OUT = ("proj", "c_proj", "out_proj", "o_proj", "merge")
@@ -221,36 +222,25 @@ class Probe:
     with one head fewer."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.inputs: dict[nn.Module, tuple] = {}
-        self.shapes: dict[nn.Module, torch.Size] = {}
         self.cuttable: set[nn.Module] = set()  # blocks that ran with one head fewer, after close()
         self._model = model
         # Separate q and kv (subsample_attention.py) read their input width by construction: not probed.
         self.blocks = [b for b in find(model) if b.kv is None and not b.per_head]
-        self._handles = [b.module.register_forward_pre_hook(self._note, with_kwargs=True) for b in self.blocks]
-        self._handles += [b.module.register_forward_hook(self._shape) for b in self.blocks]
+        self.calls = BlockCalls(b.module for b in self.blocks)
         layers = {id(b.qkv.weight): b.qkv for b in self.blocks if _bias_parts(b.module)}
         self._linear = _QkvAsLayer(layers) if layers else None  # a mode slows every op: only where needed
         if self._linear is not None:
             self._linear.__enter__()
 
-    def _note(self, module, args, kwargs) -> None:
-        detach = lambda v: v.detach() if isinstance(v, torch.Tensor) else v  # noqa: E731
-        self.inputs.setdefault(module, (tuple(detach(a) for a in args), {k: detach(v) for k, v in kwargs.items()}))
-
-    def _shape(self, module, args, output) -> None:
-        self.shapes.setdefault(module, _first(output).shape)
-
     def close(self) -> None:
         if self._linear is not None:
             self._linear.__exit__(None, None, None)
-        for h in self._handles:
-            h.remove()
+        self.calls.close()
         for block in self.blocks:
-            if block.module in self.shapes and _runs_without_a_head(block, *self.inputs[block.module],
-                                                                    self.shapes[block.module]):
+            call = self.calls.of(block.module)
+            if call is not None and _runs_without_a_head(block, *call):
                 self.cuttable.add(block.module)
-        self.inputs.clear()
+        self.calls.clear()
 
     def tied(self) -> list[TiedBlock]:
         """The blocks still cut by head dims with their input width (after close())."""
