@@ -91,6 +91,8 @@ class Traced:
     tied: list[tied_attention.TiedBlock] = field(default_factory=list)
     checked: dict[str, bool] = field(default_factory=dict)  # step label -> checked exactly (verify.py)
     seen: registry.Seen | None = None  # what the layer families noted while tracing (layers/registry.py)
+    # {group root: scores} ranked elsewhere, used instead of the weights here (importance.group_scores)
+    known_scores: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def kept_groups(self) -> dict[str, str]:
         """Groups and attention blocks kept whole by the trace, by root or block name, with the reason."""

@@ -59,9 +59,23 @@ from .graph import Group, Traced
 
 
 def group_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
-    """One score per channel of ``group`` (length ``group.width``); larger means keep."""
-    dg = traced.dg
+    """One score per channel of ``group`` (length ``group.width``); larger means keep.
+
+    A score the trace was handed (``traced.known_scores``: the streamed path ranks a width shared by
+    every layer over all the layers of a model it never holds whole, deploy/stream.py) is used as is.
+    """
+    known = traced.known_scores.get(group.root_name)
+    if known is not None:
+        return known
     total = torch.zeros(group.width, dtype=torch.float64)
+    for _, root_idxs, part in producing_parts(traced, group, p):
+        total.scatter_add_(0, root_idxs, part)
+    return total.pow(1.0 / p)
+
+
+def producing_parts(traced: Traced, group: Group, p: int):
+    """``(layer name, root indices, Σ|w|^p of each of its rows)`` for each producer `group_scores` sums."""
+    dg = traced.dg
     for item in group.tp_group:
         dep, idxs = item.dep, item.idxs
         if not dg.is_out_channel_pruning_fn(dep.handler):
@@ -76,5 +90,4 @@ def group_scores(traced: Traced, group: Group, p: int) -> torch.Tensor:
             continue  # indices torch-pruning mapped past the layer (MGP-STR): they rank nothing here
         whole = len(idxs) == rows.shape[0] and list(idxs) == list(range(rows.shape[0]))
         part = powered_sums(rows, p, None if whole else list(idxs))
-        total.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), part)
-    return total.pow(1.0 / p)
+        yield traced.names.get(dep.target.module, ""), torch.tensor(root_idxs, dtype=torch.long), part
