@@ -24,6 +24,7 @@ from .recover.train import fit, recalibrate_bn
 # store
 from .deploy.store import load, save
 from .deploy.hf import save_pretrained
+from .deploy.stream import StreamReport, compress_folder
 
 # export
 from .deploy.export import ExportReport, OutputParity, export_onnx
@@ -72,6 +73,9 @@ __all__ = [
     "save",
     "load",
     "save_pretrained",
+    # a Hugging Face folder of any size, layer by layer from its shards
+    "compress_folder",
+    "StreamReport",
     # export
     "export_onnx",
     "ExportReport",
