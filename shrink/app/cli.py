@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
 from ..errors import CheckFailedError, ShrinkError, ShrinkValueError
 from .terminal import cli_words, quiet_libraries
+
+log = logging.getLogger(__name__)
 
 
 def _model_args(p: argparse.ArgumentParser, required: bool = True, hf: bool = False) -> None:
@@ -64,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-timeout", type=float, default=180.0, metavar="SECONDS",
                    help="time tracing may take (default 180)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--stream", action="store_true",
+                   help="with --hf: compress the folder layer by layer from its shards, never loading it whole "
+                        "(any size; chosen by itself when the weights exceed the memory available); writes the "
+                        "Hugging Face folder only, no ONNX")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="export and check ONNX")
     p.add_argument("--bench", action="store_true", help="benchmark latency before/after")
     p.add_argument("--data", help="package.module:loaders returning (train_loader, val_loader), or a plain text "
@@ -204,6 +212,8 @@ def cmd_compress(args) -> int:
         raise ShrinkValueError("fine-tuning on a text file is not supported yet (fit trains classifiers on "
                                "(inputs, labels)); drop --epochs, or pass --data package.module:loaders")
     check_destination(args.out, overwrite=args.force, hint="pass --force")
+    if args.stream or (args.hf and _larger_than_memory(args.hf)):
+        return _compress_streamed(args)
     model = _model(args)
     initial = None
     if args.reinit == "initial":
@@ -228,6 +238,46 @@ def cmd_compress(args) -> int:
         hf_source=args.hf, quality=quality,
     )
     _print_summary(doc)
+    return 0
+
+
+def _larger_than_memory(folder: str) -> bool:
+    """The folder's weights do not fit in the memory available now (an in-memory compress cannot run)."""
+    weights = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else 0
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    if weights > available:
+        log.warning("the weights of %s (%.1f GB) exceed the memory available (%.1f GB): compressing it "
+                    "layer by layer from its shards (--stream)", folder, weights / 1e9, available / 1e9)
+        return True
+    return False
+
+
+def _compress_streamed(args) -> int:
+    """``compress --hf FOLDER --stream``: shrink.compress_folder, with the options it takes."""
+    from ..deploy.stream import compress_folder
+
+    if not args.hf:
+        raise ShrinkValueError("--stream compresses a Hugging Face folder: name it with --hf PATH")
+    given = [flag for flag, value in (
+        ("--speedup", args.speedup), ("--latency-ms", args.latency_ms), ("--macs", args.macs),
+        ("--params", args.params), ("--importance", args.importance), ("--initial", args.initial),
+        ("--ignore", args.ignore), ("--round-to", args.round_to), ("--data", args.data), ("--epochs", args.epochs),
+        ("--bench", args.bench), ("--strict", args.strict), ("--steps", args.steps > 1)) if value]
+    given += ["--scope global"] if args.scope != "local" else []
+    given += [f"--reinit {args.reinit}"] if args.reinit != "trained" else []
+    if given:
+        raise ShrinkValueError(f"a streamed compress (--stream, or a folder larger than memory) takes --ratio and "
+                               f"--norm only; drop {', '.join(given)}, or compress in memory without --stream")
+    report = compress_folder(args.hf, args.out, ratio=0.5 if args.ratio is None else args.ratio, norm=args.norm,
+                             overwrite=args.force, progress=True, trace_timeout=args.trace_timeout)
+    print(f"streamed {report.layers} layers: {report.params_before:,} -> {report.params_after:,} parameters "
+          f"({report.params_ratio:.2f}x fewer); read {report.bytes_read / 1e9:.2f} GB, wrote "
+          f"{report.bytes_written / 1e9:.2f} GB in {report.seconds:.1f} s -> {args.out}")
+    for name, (before, after) in sorted(report.config.items()):
+        print(f"  {name}: {before} -> {after}")
     return 0
 
 

@@ -158,3 +158,16 @@ def test_bad_ratios_are_refused(tmp_path, bad):
     _, src = _saved(tmp_path, "llama")
     with pytest.raises(shrink.ShrinkError, match="ratio"):
         shrink.compress_folder(src, tmp_path / "out", ratio=bad)
+
+
+def test_the_cli_streams_a_folder_and_refuses_options_it_cannot_honour(tmp_path, capsys):
+    from shrink.app.cli import main
+
+    _, src = _saved(tmp_path, "qwen2_gqa")
+    assert main(["compress", "--hf", str(src), "--stream", "--out", str(tmp_path / "out")]) == 0
+    assert "num_key_value_heads: 2 -> 1" in capsys.readouterr().out
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert loaded.config.hidden_size == 32
+    assert main(["compress", "--hf", str(src), "--stream", "--scope", "global", "--out", str(tmp_path / "b")]) == 2
+    assert "drop --scope global" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
