@@ -241,13 +241,13 @@ class Twin:
         for name in shards.keys():
             slot = self.slot_in_file(name, layer)
             if slot in slots or (slot is None and 0 in slots and not self.in_layers(name)):
-                wanted[self.twin_key(name, layer)] = shards.get(name)
+                wanted[self.twin_key(name, layer)] = (lambda n=name: shards.get(n))  # read when converted
         values = to_model_keys(model, wanted)
         tensors = dict(model.named_parameters(remove_duplicate=False))
         tensors.update(model.named_buffers(remove_duplicate=False))
         done: set[int] = set()
         with torch.no_grad():
-            for key, value in values.items():
+            for key, value in values:  # one tensor (or one converter's few) in memory at a time
                 if key not in tensors:
                     raise ShrinkValueError(f"the folder holds {key!r} (layer {layer}), which a model built from its "
                                            "config.json does not have: the config does not describe these weights")
@@ -292,15 +292,18 @@ class Twin:
         return {"input_ids": torch.randint(0, vocab, (1, seq), generator=gen)}
 
 
-def to_model_keys(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoint tensors under the model's names: transformers' conversion of the family, applied as
-    ``from_pretrained`` applies it (renamings, then at most one converter per key)."""
+def to_model_keys(model: nn.Module, tensors: dict):
+    """Yields ``(model name, tensor)`` for checkpoint tensors ``{name: () -> tensor}``, each read only when
+    its turn comes: transformers' conversion of the family, applied as ``from_pretrained`` applies it
+    (renamings, then at most one converter per key)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
     conversions = get_model_conversion_mapping(model)
     if not conversions:
-        return tensors
+        for key, read in tensors.items():
+            yield key, read()
+        return
     renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
     converters = [c for c in conversions if isinstance(c, WeightConverter)]
     by_pattern = {k: c for c in converters for k in c.source_patterns}
@@ -313,11 +316,10 @@ def to_model_keys(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[st
             entry = mapping.setdefault(renamed, WeightRenaming(key, renamed))
             pattern = key
         entry.add_tensor(renamed, key, pattern, tensors[key])
-    out = {}
-    for first, entry in mapping.items():
+    for first in list(mapping):
+        entry = mapping.pop(first)
         for name, value in entry.convert(first, model=model, config=model.config).items():
-            out[name] = value[0] if isinstance(value, list) else value
-    return out
+            yield name, (value[0] if isinstance(value, list) else value)
 
 
 def to_file_keys(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
