@@ -22,16 +22,20 @@ SINGLE = "model.safetensors"
 
 
 class Shards:
-    """The tensors of a folder's safetensors weights, by name; nothing is read until asked for."""
+    """The tensors of a folder's safetensors weights, by name; nothing is read until asked for.
+
+    Tensors are read with plain file reads, not memory-mapped: a mapped shard's pages would count
+    in the process's resident memory as they are touched, up to the whole folder.
+    """
 
     def __init__(self, folder: str | Path):
-        from safetensors import safe_open
-
         self.folder = Path(folder)
         index = self.folder / INDEX
         if index.is_file():
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
+                if not isinstance(weight_map, dict):
+                    raise TypeError("weight_map is not an object")
             except (ValueError, KeyError, TypeError) as exc:
                 raise ShrinkValueError(f"{str(index)!r} is not a safetensors index (no readable 'weight_map': "
                                        f"{type(exc).__name__}: {exc}); save the model again with save_pretrained")
@@ -43,17 +47,18 @@ class Shards:
                                    "writes safetensors).")
         files = sorted(set(weight_map.values())) if weight_map is not None else [SINGLE]
         self.bytes = 0
-        self._files = {}
+        self._headers: dict[str, tuple[int, dict]] = {}
         for name in files:
             path = self.folder / name
             if not path.is_file():
                 raise ShrinkValueError(f"shard {name!r} listed in {INDEX} is missing from {str(self.folder)!r}; "
                                        "copy the folder again (every shard the index names is needed)")
-            self.bytes += _check_complete(path)
-            self._files[name] = safe_open(str(path), framework="pt")
+            size, start, header = _read_header(path)
+            self.bytes += size
+            self._headers[name] = (start, header)
         if weight_map is None:
-            weight_map = {k: SINGLE for k in self._files[SINGLE].keys()}
-        missing = sorted(k for k, f in weight_map.items() if k not in set(self._files[f].keys()))
+            weight_map = {k: SINGLE for k in self._headers[SINGLE][1] if k != "__metadata__"}
+        missing = sorted(k for k, f in weight_map.items() if k not in self._headers[f][1])
         if missing:
             raise ShrinkValueError(f"{INDEX} places {missing[:3]} in shards that do not hold them; the folder is "
                                    "damaged: copy or save it again")
@@ -66,31 +71,51 @@ class Shards:
     def __contains__(self, name: str) -> bool:
         return name in self.where
 
+    def _entry(self, name: str) -> tuple[int, dict]:
+        start, header = self._headers[self.where[name]]
+        return start, header[name]
+
     def get(self, name: str) -> torch.Tensor:
-        """The tensor ``name``, read from its shard (a copy in memory: the shard stays closed to writes)."""
-        tensor = self._files[self.where[name]].get_tensor(name)
-        self.read += tensor.numel() * tensor.element_size()
-        return tensor
+        """The tensor ``name``, read from its shard into memory of its own."""
+        start, entry = self._entry(name)
+        dtype = _DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ShrinkValueError(f"{name!r} is stored as {entry['dtype']}, which streamed compress does not read "
+                                   f"(it reads {sorted(_DTYPES)})")
+        begin, end = entry["data_offsets"]
+        shape = tuple(entry["shape"])
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        buffer = bytearray(end - begin)
+        with open(self.folder / self.where[name], "rb") as f:
+            f.seek(start + begin)
+            if f.readinto(buffer) != len(buffer):
+                raise _truncated(self.folder / self.where[name], f.tell(), start + end)
+        self.read += len(buffer)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of ``name``, read from its shard's header."""
-        return tuple(self._files[self.where[name]].get_slice(name).get_shape())
+        return tuple(self._entry(name)[1]["shape"])
 
     def dtype(self) -> torch.dtype:
-        """The dtype most of the weights are stored in (by count of tensors)."""
-        counts: dict[torch.dtype, int] = {}
+        """The floating dtype most of the weights are stored in (by count of tensors)."""
+        counts: dict[str, int] = {}
         for name in self.where:
-            dtype = self._files[self.where[name]].get_slice(name).get_dtype()
-            counts[dtype] = counts.get(dtype, 0) + 1
-        found = max(counts, key=counts.get)
-        return _DTYPES.get(found, torch.float32)
+            code = self._entry(name)[1]["dtype"]
+            if code in _FLOATS:
+                counts[code] = counts.get(code, 0) + 1
+        return _DTYPES[max(counts, key=counts.get)] if counts else torch.float32
 
 
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_FLOATS = ("F32", "F16", "BF16", "F64")
 
 
-def _check_complete(path: Path) -> int:
-    """The file's size in bytes, after checking that it holds all the data its header describes."""
+def _read_header(path: Path) -> tuple[int, int, dict]:
+    """(file size, offset of the data, header), after checking the file holds all the data its header describes."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
@@ -107,7 +132,7 @@ def _check_complete(path: Path) -> int:
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise _truncated(path, size, 8 + n + end)
-    return size
+    return size, 8 + n, header
 
 
 def _truncated(path: Path, size: int, needed: int) -> ShrinkValueError:

@@ -47,6 +47,7 @@ from torch import nn
 from .. import __version__
 from .._util import atomic
 from .._util import inputs as _inputs
+from .._util.clone import emptied
 from .._util.progress import progress_bar
 from ..cut import graph, select
 from ..cut.experts import expert_steps
@@ -398,7 +399,7 @@ def _cut_layers(twin: Twin, inputs, known, ratio, p, timeout, writer: ShardWrite
             shared = sorted((s for s in steps if _shared(twin, s, known)), key=lambda s: s.layer)
             if first_steps is not None and shared != first_steps:
                 raise RuntimeError(f"layer {layer}: the steps outside slot 1 changed between twins")  # a bug here
-            tracker, order, failure = trial(traced, steps, inputs, shapes)
+            tracker, order, failure = trial(traced, steps, inputs, shapes, release=emptied)  # cut-away weights go
             if failure is None and hf_config.is_hf(model):
                 problems = hf_config.check(model)
                 failure = problems[0] if problems else None
