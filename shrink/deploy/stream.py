@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 
 PLAN = "shrink_plan.json"
 SLOTS = 2
+# Twins after the first keep this many rows of the vocabulary: their embedding and LM head were
+# written already, the widths they share are ranked beforehand, and a 128k-token table would
+# otherwise be most of every twin's bytes, forward passes and cuts.
+SMALL_VOCAB = 256
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def compress_folder(folder: str | os.PathLike, out: str | os.PathLike, *, ratio:
         config = twin.full_config(cut.config)
         config.save_pretrained(str(tmp))
         copied = hf._copy_processor_files(source, tmp)
-        _read_back(tmp, cut.outputs, inputs)
+        _read_back(tmp, cut, inputs)
         before = _count(shards)
         after = _count(Shards(tmp))
         changed = {k: [v, config.to_dict().get(k)] for k, v in twin.config.to_dict().items()
@@ -210,21 +214,37 @@ class Twin:
                 setattr(config, key, copy.deepcopy(value))
         return config
 
-    def build(self, layer: int, *, shards: Shards | None = None, config=None) -> nn.Module:
-        """A twin whose slot 0 holds layer 0 and slot 1 layer ``layer``, every tensor read from ``shards``."""
+    @property
+    def small_vocab(self) -> int | None:
+        """The vocabulary of a small twin (`SMALL_VOCAB`), or None where it cannot be cut down unambiguously."""
+        vocab = int(getattr(self.config, "vocab_size", 0) or 0)
+        if not 0 < SMALL_VOCAB < vocab:
+            return None
+        outside = [self.shards.shape(k) for k in self.shards.keys() if not self.in_layers(k)]
+        return None if any(list(shape).count(vocab) > 1 for shape in outside) else SMALL_VOCAB
+
+    def build(self, layer: int, *, shards: Shards | None = None, config=None, small: bool = False) -> nn.Module:
+        """A twin whose slot 0 holds layer 0 and slot 1 layer ``layer``, every tensor read from ``shards``;
+        ``small``: with the first `small_vocab` rows of the vocabulary only."""
         from transformers.initialization import no_init_weights
 
         shards = self.shards if shards is None else shards
+        config = self.twin_config(config)
+        vocab = self.small_vocab if small else None
+        if vocab:
+            config.vocab_size = vocab
+            if isinstance(getattr(config, "pad_token_id", None), int) and config.pad_token_id >= vocab:
+                config.pad_token_id = None  # an embedding's padding row only matters to training
         default = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)
         try:
             with no_init_weights():
-                model = self.cls(self.twin_config(config))
+                model = self.cls(config)
         finally:
             torch.set_default_dtype(default)
         if hasattr(model, "tie_weights"):
             model.tie_weights()  # skipped with the initialisation: tied heads share their embedding again
-        self.fill(model, layer, shards, slots=range(self.slots))
+        self.fill(model, layer, shards, slots=range(self.slots), vocab=vocab)
         return model.eval()
 
     def file_key(self, key: str, layer: int) -> str:
@@ -232,7 +252,7 @@ class Twin:
         head = f"{self.prefix}.1."
         return f"{self.prefix}.{layer}." + key[len(head):] if key.startswith(head) else key
 
-    def fill(self, model: nn.Module, layer: int, shards: Shards, *, slots) -> None:
+    def fill(self, model: nn.Module, layer: int, shards: Shards, *, slots, vocab: int | None = None) -> None:
         """Copy the folder's tensors into ``model``'s slots ``slots`` (and, with slot 0, the rest).
 
         The folder's names are the checkpoint's (Mixtral's experts one tensor each); transformers'
@@ -253,6 +273,8 @@ class Twin:
                     raise ShrinkValueError(f"the folder holds {key!r} (layer {layer}), which a model built from its "
                                            "config.json does not have: the config does not describe these weights")
                 tensor = tensors[key]
+                if vocab and not self.in_layers(key):
+                    value = _first_rows(value, tuple(tensor.shape), int(self.config.vocab_size), vocab)
                 if tuple(value.shape) != tuple(tensor.shape):
                     raise ShrinkValueError(f"{key!r} (layer {layer}) is {tuple(value.shape)} in the folder where "
                                            f"config.json builds {tuple(tensor.shape)}: the config does not describe "
@@ -288,9 +310,15 @@ class Twin:
         return None
 
     def example_inputs(self, seq: int) -> dict:
-        vocab = int(getattr(self.config, "vocab_size", 0) or 2)
+        vocab = self.small_vocab or int(getattr(self.config, "vocab_size", 0) or 2)
         gen = torch.Generator().manual_seed(0)
         return {"input_ids": torch.randint(0, vocab, (1, seq), generator=gen)}
+
+
+def _first_rows(value: torch.Tensor, shape: tuple, vocab: int, small: int) -> torch.Tensor:
+    """``value`` with only its first ``small`` entries along its vocabulary dim, where ``shape`` asks for that."""
+    dims = [d for d, n in enumerate(value.shape) if n == vocab and d < len(shape) and shape[d] == small]
+    return value.narrow(dims[0], 0, small) if len(dims) == 1 and value.dim() == len(shape) else value
 
 
 def to_model_keys(model: nn.Module, tensors: dict):
@@ -375,20 +403,22 @@ class _Cut:
     steps: list = field(default_factory=list)
     kept: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)  # layer -> the cut twin's outputs on the example inputs
+    small: dict = field(default_factory=dict)  # layer -> whether its twin had the small vocabulary
     config: object = None
 
 
 def _cut_layers(twin: Twin, inputs, known, ratio, p, timeout, writer: ShardWriter, progress: bool) -> _Cut:
     """Step 2: cut and check each layer in a twin, writing its tensors (see the module docstring)."""
-    from ..cut.measure import count
-
     cut = _Cut()
     first_steps = None
     layers = list(range(1, twin.layers)) or [0]
     with progress_bar(progress, len(layers), "compressing layers") as advance:
         for layer in layers:
-            model = twin.build(layer)
-            _, outputs = count(model, inputs, return_outputs=True)
+            small = first_steps is not None  # the embedding and LM head are written with layer 1
+            model = twin.build(layer, small=small)
+            cut.small[layer] = small
+            with torch.no_grad():
+                outputs = _inputs.run(model, inputs)
             shapes = {k: v.shape for k, v in _inputs.task_outputs(_inputs.flatten_outputs(outputs)).items()}
             traced = graph.trace(model, inputs, ignore=(), timeout=timeout)
             traced.known_scores = dict(known)
@@ -423,7 +453,7 @@ def _cut_layers(twin: Twin, inputs, known, ratio, p, timeout, writer: ShardWrite
                 writer.add(twin.file_key(name, layer), tensor)
             if first_steps is None:
                 first_steps, cut.config = shared, copy.deepcopy(model.config)
-            elif model.config.to_dict() != cut.config.to_dict():
+            elif _widths(model.config) != _widths(cut.config):
                 raise RuntimeError(f"layer {layer}: the cut config differs from layer 1's")  # a bug here
             del traced, model, tracker
             gc.collect()
@@ -451,12 +481,17 @@ def _shared(twin: Twin, step, known) -> bool:
     return step.layer in known or twin.slot_of(step.layer + ".") != 1
 
 
-def _read_back(folder: Path, outputs: dict, inputs) -> None:
+def _widths(config) -> dict:
+    """A config's fields but those a small twin changes."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("vocab_size", "pad_token_id")}
+
+
+def _read_back(folder: Path, cut: _Cut, inputs) -> None:
     """The written folder, a layer at a time, computes what each cut twin did (step 3)."""
     shards = Shards(folder)
     twin = Twin(folder, shards)
-    for layer, want in outputs.items():
-        model = twin.build(layer)
+    for layer, want in cut.outputs.items():
+        model = twin.build(layer, small=cut.small[layer])
         with torch.no_grad():
             got = _inputs.flatten_outputs(_inputs.run(model, inputs))
         differs = [k for k, w in want.items() if k not in got or got[k].shape != w.shape or not hf._close(got[k], w)]
