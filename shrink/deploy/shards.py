@@ -86,13 +86,13 @@ class Shards:
         shape = tuple(entry["shape"])
         if end == begin:
             return torch.empty(shape, dtype=dtype)
-        buffer = bytearray(end - begin)
+        raw = torch.empty(end - begin, dtype=torch.uint8)  # not zero-filled, unlike a bytearray
         with open(self.folder / self.where[name], "rb") as f:
             f.seek(start + begin)
-            if f.readinto(buffer) != len(buffer):
+            if f.readinto(memoryview(raw.numpy())) != end - begin:
                 raise _truncated(self.folder / self.where[name], f.tell(), start + end)
-        self.read += len(buffer)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+        self.read += end - begin
+        return raw.view(dtype).reshape(shape)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """The shape of ``name``, read from its shard's header."""

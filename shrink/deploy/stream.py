@@ -92,7 +92,7 @@ class StreamReport:
 
 
 def compress_folder(folder: str | os.PathLike, out: str | os.PathLike, *, ratio: float = 0.5, norm: int = 1,
-                    overwrite: bool = False, max_shard_bytes: int = 1 << 30, seq: int = 16,
+                    overwrite: bool = False, max_shard_bytes: int = 1 << 30, seq: int = 8,
                     progress: bool = False, trace_timeout: float | None = 180.0) -> StreamReport:
     """Compress the Hugging Face model in ``folder`` into ``out`` without loading it whole.
 
