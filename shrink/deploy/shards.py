@@ -75,8 +75,9 @@ class Shards:
         start, header = self._headers[self.where[name]]
         return start, header[name]
 
-    def get(self, name: str) -> torch.Tensor:
-        """The tensor ``name``, read from its shard into memory of its own."""
+    def get(self, name: str, rows: int | None = None) -> torch.Tensor:
+        """The tensor ``name`` (only its first ``rows`` along dim 0 if given), read from its shard into memory
+        of its own."""
         start, entry = self._entry(name)
         dtype = _DTYPES.get(entry["dtype"])
         if dtype is None:
@@ -84,6 +85,9 @@ class Shards:
                                    f"(it reads {sorted(_DTYPES)})")
         begin, end = entry["data_offsets"]
         shape = tuple(entry["shape"])
+        if rows is not None and shape and rows < shape[0]:
+            end = begin + (end - begin) // shape[0] * rows  # rows are contiguous: read a prefix
+            shape = (rows, *shape[1:])
         if end == begin:
             return torch.empty(shape, dtype=dtype)
         raw = torch.empty(end - begin, dtype=torch.uint8)  # not zero-filled, unlike a bytearray

@@ -170,6 +170,7 @@ class Twin:
         self.shards = shards
         self.dtype = shards.dtype()
         self.layers = int(getattr(self.config, "num_hidden_layers", 0) or 0)
+        self.vocab = int(getattr(self.config, "vocab_size", 0) or 0)
         self.prefix = _layer_prefix(shards.keys(), self.layers)
         self.slots = min(SLOTS, self.layers)
         self._check_repeats()
@@ -217,11 +218,10 @@ class Twin:
     @property
     def small_vocab(self) -> int | None:
         """The vocabulary of a small twin (`SMALL_VOCAB`), or None where it cannot be cut down unambiguously."""
-        vocab = int(getattr(self.config, "vocab_size", 0) or 0)
-        if not 0 < SMALL_VOCAB < vocab:
+        if not 0 < SMALL_VOCAB < self.vocab:
             return None
         outside = [self.shards.shape(k) for k in self.shards.keys() if not self.in_layers(k)]
-        return None if any(list(shape).count(vocab) > 1 for shape in outside) else SMALL_VOCAB
+        return None if any(list(shape).count(self.vocab) > 1 for shape in outside) else SMALL_VOCAB
 
     def build(self, layer: int, *, shards: Shards | None = None, config=None, small: bool = False) -> nn.Module:
         """A twin whose slot 0 holds layer 0 and slot 1 layer ``layer``, every tensor read from ``shards``;
@@ -262,7 +262,8 @@ class Twin:
         for name in shards.keys():
             slot = self.slot_in_file(name, layer)
             if slot in slots or (slot is None and 0 in slots and not self.in_layers(name)):
-                wanted[self.twin_key(name, layer)] = (lambda n=name: shards.get(n))  # read when converted
+                rows = vocab if vocab and slot is None and shards.shape(name)[:1] == (self.vocab,) else None
+                wanted[self.twin_key(name, layer)] = (lambda n=name, r=rows: shards.get(n, r))  # read when converted
         values = to_model_keys(model, wanted)
         tensors = dict(model.named_parameters(remove_duplicate=False))
         tensors.update(model.named_buffers(remove_duplicate=False))
@@ -274,7 +275,7 @@ class Twin:
                                            "config.json does not have: the config does not describe these weights")
                 tensor = tensors[key]
                 if vocab and not self.in_layers(key):
-                    value = _first_rows(value, tuple(tensor.shape), int(self.config.vocab_size), vocab)
+                    value = _first_rows(value, tuple(tensor.shape), self.vocab, vocab)
                 if tuple(value.shape) != tuple(tensor.shape):
                     raise ShrinkValueError(f"{key!r} (layer {layer}) is {tuple(value.shape)} in the folder where "
                                            f"config.json builds {tuple(tensor.shape)}: the config does not describe "
