@@ -228,6 +228,7 @@ class Twin:
         ``small``: with the first `small_vocab` rows of the vocabulary only."""
         from transformers.initialization import no_init_weights
 
+        gc.collect()  # the last twin and its trace hold each other: free them before this one is built
         shards = self.shards if shards is None else shards
         config = self.twin_config(config)
         vocab = self.small_vocab if small else None
@@ -394,8 +395,6 @@ def _rank_spanning_groups(twin: Twin, inputs, p: int, timeout) -> dict[str, torc
             for name, idx, part in producing_parts(traced, g, p):
                 if name.startswith(head + "1."):
                     totals[g.root_name].scatter_add_(0, idx, part)
-    del traced, model
-    gc.collect()
     return {k: v.pow(1.0 / p) for k, v in totals.items()}
 
 
