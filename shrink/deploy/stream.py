@@ -30,7 +30,6 @@ layer from 1 on has the tensors, shapes and type of layer 1.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 import json
