@@ -4,7 +4,8 @@ For each shape a random-weight folder is written the way checkpoints ship (bf16 
 shards of about 2 GB with an index; never the whole model in memory), then compressed with
 ``ratio=0.5`` in a fresh process: ``stream`` is ``shrink.compress_folder`` (layer by layer from the
 shards), ``memory`` is ``from_pretrained`` + ``shrink.compress(inplace=True)`` + ``save_pretrained``
-where the model fits. Peak RSS is the process's ``VmHWM`` (the interpreter included); disk read
+where the model fits, and ``torch-pruning`` the same with torch-pruning's own LLM recipe instead of
+shrink (no checks; config fields set by hand). Peak RSS is the process's ``VmHWM`` (the interpreter included); disk read
 and written are the process's ``read_bytes``/``write_bytes`` from ``/proc/self/io`` (what reached the
 storage layer; reads the page cache served are not in it), beside the bytes shrink asked for. A
 plain ``cp -r`` of the same folder is timed for the disk's speed. Writes
@@ -100,6 +101,9 @@ def child(mode: str, src: Path, out: Path) -> dict:
     if mode == "stream":
         report = shrink.compress_folder(src, out, ratio=0.5, max_shard_bytes=SHARD // 4)
         before, after, asked = report.params_before, report.params_after, report.bytes_read
+    elif mode == "torch-pruning":
+        before, after = _torch_pruning(src, out)
+        asked = None
     else:
         import transformers
 
@@ -115,6 +119,42 @@ def child(mode: str, src: Path, out: Path) -> dict:
             "read_asked": asked, "out_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors"))}
 
 
+def _torch_pruning(src: Path, out: Path) -> tuple[int, int]:
+    """torch-pruning's own recipe for a Hugging Face LLaMA (its examples/LLMs/prune_llm.py, at L1 and
+    ratio 0.5, heads by GQA group): in memory, then ``save_pretrained`` with the config fields set by hand."""
+    import torch
+    import torch_pruning as tp
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.bfloat16).eval()
+    model.config.use_cache = False
+    config = model.config
+    before = sum(p.numel() for p in model.parameters())
+    ids = torch.randint(0, config.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    num_heads = {}
+    for m in model.modules():
+        if hasattr(m, "q_proj") and hasattr(m, "k_proj"):
+            num_heads[m.q_proj] = config.num_attention_heads
+            num_heads[m.k_proj] = num_heads[m.v_proj] = config.num_key_value_heads
+    head_dim = config.hidden_size // config.num_attention_heads
+    pruner = tp.pruner.BasePruner(
+        model, example_inputs={"input_ids": ids},
+        importance=tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum", normalizer=None),
+        pruning_ratio=0.5, ignored_layers=[model.lm_head], num_heads=num_heads, prune_num_heads=True,
+        prune_head_dims=False, head_pruning_ratio=0.5,
+        out_channel_groups={m.k_proj: head_dim for m in model.modules() if hasattr(m, "k_proj")},
+        root_module_types=[torch.nn.Linear], output_transform=lambda out: out.logits)
+    pruner.step()
+    attn = [m for m in model.modules() if hasattr(m, "q_proj")]
+    config.hidden_size = model.model.embed_tokens.weight.shape[1]
+    config.intermediate_size = model.model.layers[0].mlp.gate_proj.out_features
+    config.num_attention_heads = attn[0].q_proj.out_features // head_dim
+    config.num_key_value_heads = attn[0].k_proj.out_features // head_dim
+    config.head_dim = head_dim
+    model.save_pretrained(str(out))
+    return before, sum(p.numel() for p in model.parameters())
+
+
 def _cp_seconds(src: Path, dst: Path) -> float:
     t0 = time.perf_counter()
     subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
@@ -127,7 +167,7 @@ def _cp_seconds(src: Path, dst: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["1b", "8b", "13b"], choices=sorted(SHAPES))
-    parser.add_argument("--modes", nargs="+", default=None, choices=["stream", "memory"],
+    parser.add_argument("--modes", nargs="+", default=None, choices=["stream", "memory", "torch-pruning"],
                         help="default: stream everywhere, memory too where the folder is under half of RAM")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shrink-stream-scale"))
     parser.add_argument("--keep", action="store_true", help="keep the written folders")
@@ -148,7 +188,7 @@ def main() -> None:
         model_bytes = write_folder(shape, src)
         write_s = time.perf_counter() - t0
         cp_s = _cp_seconds(src, args.work / f"{shape}-cp")
-        modes = args.modes or (["stream", "memory"] if model_bytes < ram / 2 else ["stream"])
+        modes = args.modes or (["stream", "memory", "torch-pruning"] if model_bytes < ram / 2 else ["stream"])
         for mode in modes:
             out = args.work / f"{shape}-{mode}"
             done = subprocess.run([sys.executable, __file__, "--child", mode, str(src), str(out)],
