@@ -18,7 +18,9 @@ attribute after the cut.
 It also names the query projections a block holds beside ``query`` (`queries`): LUKE's
 entity-aware attention asks the same keys with one query per pair of token kinds (word to word
 is ``query``; ``w2e_query``, ``e2w_query``, ``e2e_query``), each ``all_head_size`` wide, so they
-lose the heads and the input columns ``query`` loses.
+lose the heads and the input columns ``query`` loses. Longformer's and LED's encoder attention
+makes the same heads a second time for its global tokens (``query_global``, ``key_global``,
+``value_global``; multi-head, so every one is as wide as ``query`` and loses its rows).
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ def locked(module: nn.Module, heads: int | None = None) -> str | None:
     return None
 
 
-# LUKE's word/entity pair queries: w2e_query, e2w_query, e2e_query ("<kind>2<kind>_query").
-_PAIR_QUERY = re.compile(r"^[a-z]2[a-z]_query$")
+# LUKE's word/entity pair queries: w2e_query, e2w_query, e2e_query ("<kind>2<kind>_query");
+# Longformer's and LED's global-token projections: query_global, key_global, value_global.
+_PAIR_QUERY = re.compile(r"^[a-z]2[a-z]_query$|^(query|key|value)_global$")
 
 
 def queries(module: nn.Module, q: nn.Module) -> list[nn.Module]:
-    """The query projections of ``module`` other than ``q`` that read the same width and make the same
-    heads (LUKE's entity-aware queries); [] for every other family."""
+    """The projections of ``module`` other than q/k/v that read the same width and make the same heads,
+    as wide as ``q`` (LUKE's entity-aware queries, Longformer's global q/k/v); [] for every other family."""
     if not _from_transformers(module) or not hasattr(q, "weight"):
         return []
     return [m for name, m in module.named_children()

@@ -1,4 +1,4 @@
-"""Hugging Face attention that reshapes its heads back to its input width (FSMT, LED).
+"""Hugging Face attention that reshapes its heads back to its input width (FSMT, LED, Longformer).
 
 What the family looks like: separate ``q_proj``/``k_proj``/``v_proj`` found by
 `attention.find_blocks`, a forward that reads the width from its input (``tgt_len, bsz,
@@ -39,13 +39,13 @@ class Probe:
 
         self.tied: set[str] = set()  # names of the blocks that break a head fewer, after close()
         self.blocks = [b for b in find_blocks(model) if hf_attention._from_transformers(b.module)
-                       and not b.fused and not b.locked and b.units > 1 and not b.queries
-                       and _square(b.q)]
+                       and not b.fused and not b.locked and b.units > 1 and _square(b.q)]
         for block in self.blocks:  # (the trace finds the output projection through the graph later)
             block.out = _out_child(block)
         # A block whose output projection lies outside it (BERT's self-attention) gives heads x
-        # head_dim outputs: a head fewer changes its output shape whatever it reads. Not probed.
-        self.blocks = [b for b in self.blocks if b.out is not None]
+        # head_dim outputs: a head fewer changes its output shape whatever it reads. It is probed
+        # only where it stores its input width (Longformer's ``embed_dim``, asserted and reshaped to).
+        self.blocks = [b for b in self.blocks if b.out is not None or _stores_width(b)]
         self.calls = BlockCalls(b.module for b in self.blocks)
 
     def close(self) -> None:
@@ -74,6 +74,10 @@ def _out_child(block) -> nn.Module | None:
                  if isinstance(m, nn.Linear) and m.in_features == width), None)
 
 
+def _stores_width(block) -> bool:
+    return getattr(block.module, "embed_dim", None) == block.q.weight.shape[1]
+
+
 def _square(q: nn.Module) -> bool:
     weight = getattr(q, "weight", None)
     return isinstance(q, nn.Linear) and weight.shape[0] == weight.shape[1]
@@ -89,13 +93,19 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, n
     from .attention import cuts
 
     module = block.module
-    layers = cuts(block, [0])
+    # A key/value cache the real forward already wrote to would be appended to at the old widths.
+    kwargs = {k: None if type(v).__name__.endswith("Cache") else v for k, v in kwargs.items()}
+    layers = [c for c in cuts(block, [0]) if c[0] is not None]  # no output projection inside: heads out
     width = block.q.weight.shape[1]
     step = len(layers[0][2])  # one head's rows of q
+    if block.out is None:  # the block gives its heads: a head fewer is that much narrower
+        shape = torch.Size((*shape[:-1], shape[-1] - step))
     if narrow:
         cut = list(range(step))  # any head_dim columns of the input width
-        layers = layers + [(m, "in" if dim == "out" else "out", cut) for m, dim, _ in layers]
-        shape = torch.Size((*shape[:-1], shape[-1] - step))
+        layers = layers + [(m, "in", cut) for m, dim, _ in layers if dim == "out"]
+        layers += [(m, "out", cut) for m, dim, _ in layers if dim == "in" and m is block.out]
+        if block.out is not None:
+            shape = torch.Size((*shape[:-1], shape[-1] - step))
         thin = lambda v: v[..., step:] if _is_wide(v, width) else v  # noqa: E731
         args, kwargs = tuple(thin(a) for a in args), {k: thin(v) for k, v in kwargs.items()}
     saved = {m: (m.weight, m.bias) for m, _, _ in layers}
