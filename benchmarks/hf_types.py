@@ -118,6 +118,11 @@ def small(config):
         for name in WIDTH_LISTS:
             if _int_list(values.get(name)):
                 setattr(config, name, [max(v // scale, 8) for v in values[name]])
+        heads_n = values.get("num_attention_heads")
+        if isinstance(heads_n, int) and heads_n > 1:  # one head count for every stage: widths stay its multiples
+            for name in WIDTH_LISTS:
+                if _int_list(values.get(name)) and any(v % heads_n for v in values[name]):
+                    setattr(config, name, [-(-v // heads_n) * heads_n for v in values[name]])
     for name in HEAD_LISTS:  # per-stage head counts from 1 up, in the same proportions
         if _int_list(values.get(name)):
             first = values[name][0]
