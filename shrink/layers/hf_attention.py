@@ -56,7 +56,7 @@ def locked(module: nn.Module, heads: int | None = None) -> str | None:
 
 # LUKE's word/entity pair queries: w2e_query, e2w_query, e2e_query ("<kind>2<kind>_query");
 # Longformer's and LED's global-token projections: query_global, key_global, value_global.
-_PAIR_QUERY = re.compile(r"^[a-z]2[a-z]_query$|^(query|key|value)_global$")
+_SAME_HEADS = re.compile(r"^[a-z]2[a-z]_query$|^(query|key|value)_global$")
 
 
 def queries(module: nn.Module, q: nn.Module) -> list[nn.Module]:
@@ -65,7 +65,7 @@ def queries(module: nn.Module, q: nn.Module) -> list[nn.Module]:
     if not _from_transformers(module) or not hasattr(q, "weight"):
         return []
     return [m for name, m in module.named_children()
-            if _PAIR_QUERY.match(name) and m is not q and getattr(m, "weight", None) is not None
+            if _SAME_HEADS.match(name) and m is not q and getattr(m, "weight", None) is not None
             and m.weight.shape == q.weight.shape]
 
 

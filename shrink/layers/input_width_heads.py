@@ -98,14 +98,11 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, n
     layers = [c for c in cuts(block, [0]) if c[0] is not None]  # no output projection inside: heads out
     width = block.q.weight.shape[1]
     step = len(layers[0][2])  # one head's rows of q
-    if block.out is None:  # the block gives its heads: a head fewer is that much narrower
+    if narrow or block.out is None:  # a block that gives its heads is a head narrower either way
         shape = torch.Size((*shape[:-1], shape[-1] - step))
     if narrow:
         cut = list(range(step))  # any head_dim columns of the input width
-        layers = layers + [(m, "in", cut) for m, dim, _ in layers if dim == "out"]
-        layers += [(m, "out", cut) for m, dim, _ in layers if dim == "in" and m is block.out]
-        if block.out is not None:
-            shape = torch.Size((*shape[:-1], shape[-1] - step))
+        layers = layers + [(m, "in" if dim == "out" else "out", cut) for m, dim, _ in layers]
         thin = lambda v: v[..., step:] if _is_wide(v, width) else v  # noqa: E731
         args, kwargs = tuple(thin(a) for a in args), {k: thin(v) for k, v in kwargs.items()}
     saved = {m: (m.weight, m.bias) for m, _, _ in layers}
