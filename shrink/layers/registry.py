@@ -45,7 +45,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import (channels_to_tokens, checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, input_width_heads, norm_shape,
                norms, padding, parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel,
-               shuffle, split_order, std_conv, tied_attention, vit)
+               shuffle, split_order, std_conv, tied_attention, unsaved_tables, vit)
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
     Family("channel shuffle", op_reason=shuffle.op_reason),
     Family("widths fixed by a constant", trace=constants.Shaped),
+    Family("tables a Hugging Face class rebuilds on load instead of saving (Marian's sinusoid)",
+           trace=unsaved_tables.Unsaved),
     Family("relative position bias per head (T5, Swin)", cut_heads=position_bias.cut_heads,
            shared_heads=position_bias.shared_key),
     Family("gated widths (GLU, gMLP, MambaOut)", trace=glu.Tokens, finish=glu.finish),

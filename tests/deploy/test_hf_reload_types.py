@@ -120,3 +120,19 @@ def test_sew_upsampling_folded_into_tokens_follows_the_hidden_cut(tmp_path):
     assert (upsample.in_features, upsample.out_features) == (16, 32)
     rows = result.plan.kept["sew.encoder.upsample.projection"]["out"]
     assert rows[len(rows) // 2:] == [32 + r for r in rows[:len(rows) // 2]]  # rows j and 32 + j go together
+
+
+def test_marian_sinusoid_the_class_does_not_save_keeps_its_width(tmp_path):
+    # MarianMTModel lists embed_positions in _keys_to_ignore_on_save and rebuilds the sines at the
+    # config's d_model on load: d_model stays whole (cut, the reload computed something else) and
+    # the FFN is cut.
+    torch.manual_seed(0)
+    config = T.MarianConfig(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2,
+                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
+                            decoder_ffn_dim=128, max_position_embeddings=64, pad_token_id=1,
+                            decoder_start_token_id=1)
+    model = T.MarianMTModel(config)
+    result, loaded = _round_trip(model, seq2seq_inputs(), tmp_path)
+    assert result.model.model.encoder.embed_positions.weight.shape == (64, 32)
+    assert any("_keys_to_ignore_on_save" in reason for reason in result.kept_whole.values()), result.kept_whole
+    assert {layer.fc1.out_features for layer in loaded.model.encoder.layers} == {64}
