@@ -194,19 +194,29 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     together (ResNet's stem and first stage, joined by an identity shortcut) change together."""
     if not hf_config.is_hf(traced.model):
         return {}
+    # The hidden width joins when the config states it per stage (SegFormer's hidden_sizes): its
+    # stages' attention blocks then lose whole heads with it, head_dim kept.
+    staged = len({x.width for _, x, _ in kinds.get("hidden", ())}) > 1
     open_groups = {x.root_name: (c, x) for kind, members in kinds.items()
-                   if counts.get(kind) == 0 and kind.split(":")[0] not in ("hidden", "heads")
+                   if counts.get(kind) == 0 and (kind.split(":")[0] not in ("hidden", "heads")
+                                                 or (kind == "hidden" and staged))
                    for c, x, _ in members if isinstance(c, GroupCut) and not c.whole(x)}
+    open_blocks = {x.name: x for kind, members in kinds.items() if staged and counts.get(kind) == 0
+                   for c, x, _ in members if c is HEADS and not c.whole(x)}
     kind_of = {c.name_of(x): kind for kind, members in kinds.items() for c, x, _ in members}
     if not open_groups:
         return {}
     model, values = traced.model, hf_lists.entries(traced.model.config)
     governed = hf_lists.governed(model)
-    sets: dict = {}  # entry -> the roots whose width it sets
-    for entry in governed:
+    sets: dict = {}  # entry -> the roots whose width it sets (attention blocks by name)
+    for entry, keys in governed.items():
         doubled = hf_lists.widths(model, {entry: 2 * values[entry]}, list(open_groups)) or {}
         sets[entry] = [n for n, w in doubled.items() if w != open_groups[n][1].width]
+        sets[entry] += [n for n, b in open_blocks.items() if f"{traced.names[b.q]}.weight" in keys]
     owner = {(m.name, m.dim): n for n, (_, g) in open_groups.items() for m in g.parts}  # (layer, side) -> group
+    for n, b in open_blocks.items():  # a block's rows of q, k and v and its output projection's columns
+        owner.update({(traced.names[layer], "out"): n for layer in (b.q, b.k, b.v, *b.queries)})
+        owner.setdefault((traced.names[b.out], "in"), n)
     for n, (_, g) in open_groups.items():  # bare parameters too (ConvNeXt's layer_scale_parameter)
         owner.update({(traced.dg._param_to_name[item.dep.target.module], "out"): n for item in g.tp_group
                       if item.dep.target.module in traced.dg._param_to_name})
@@ -234,9 +244,12 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
     # Step 2: each unit of entries loses the mean fraction of its groups, read back from the config.
     producers = {n: [m.name for m in g.parts if m.dim == "out" and _produces(model, m.name)] or [n]
                  for n, (_, g) in open_groups.items()}
+    head_entry = hf_lists.head_entries(model, list(open_blocks)) if open_blocks else {}
     found: dict[str, int] = {}
     for unit in units.values():
         mine = sorted({n for e in unit for n in sets[e]})
+        blocks = [open_blocks[n] for n in mine if n in open_blocks]
+        mine = [n for n in mine if n not in open_blocks]
         if not mine or any(e in blocked for e in unit):
             continue
         shares = []
@@ -244,18 +257,29 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
             cut, group = open_groups[n]
             step = removed.get((cut, n))
             shares.append((cut.count(traced, group, step) if step is not None else 0) / group.width)
+        shares += [len(removed[(HEADS, b.name)].removed) / b.units if (HEADS, b.name) in removed else 0
+                   for b in blocks]
         share = sum(shares) / len(shares)
         # a width multiplier (MobileNet's depth_multiplier) scales; a width loses whole units
         wanted = {e: v * (1 - share) if isinstance(v, float) else v - math.floor(v * share)
                   for e, v in ((e, values[e]) for e in unit)}
+        choices = [{e: w if isinstance(w, float) else min(values[e], math.ceil(w / align) * align)
+                    for e, w in wanted.items()}
+                   for align in (1, 2, 4, 8, 16, 32)]  # a config may want multiples (RegNet: of groups_width)
+        if blocks:  # whole heads: every width the unit sets scales by kept heads / heads, exactly
+            scaled = _by_heads(blocks, share, {e: values[e] for e in unit})
+            stage = {head_entry[b.name] for b in blocks if b.name in head_entry}
+            if scaled is None or len(stage) != 1:
+                continue
+            choices = [{**scaled, stage.pop(): blocks[0].units - math.floor(blocks[0].units * share)}]
         done = False
-        for align in (1, 2, 4, 8, 16, 32):  # a config may want multiples (RegNet: of groups_width)
-            new = {e: w if isinstance(w, float) else min(values[e], math.ceil(w / align) * align)
-                   for e, w in wanted.items()}
+        for new in choices:
             cuts = any(new[e] < values[e] for e in unit)
             kept = _kept_widths(model, new, mine, producers) if cuts else None
-            if kept and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
+            heads = _kept_heads(model, traced, new, blocks) if kept else {}
+            if kept and heads is not None and all(0 < kept[n] <= open_groups[n][1].width for n in mine):
                 found.update({n: open_groups[n][1].width - kept[n] for n in mine})
+                found.update({b.name: b.units - heads[b.name] for b in blocks})
                 done = True
                 break
         if not done and any(wanted[e] < values[e] for e in unit):
@@ -264,6 +288,36 @@ def _follow_lists(traced: Traced, kinds: dict[str, list], counts: dict[str, int]
                 reasons[kind_of[n]] = (f"uniform=True: the config sets this width through {said}, and no smaller "
                                        "value builds a model a cut can make (a build fails, or regroups a grouped "
                                        "convolution)")
+    return found
+
+
+def _by_heads(blocks: list, share: float, values: dict) -> dict | None:
+    """The unit's entries scaled by kept heads / heads, the heads losing ``share`` (rounded down),
+    or None where that cuts nothing or some entry would not scale to a whole number."""
+    if len({b.units for b in blocks}) != 1:
+        return None
+    units = blocks[0].units
+    kept = units - math.floor(units * share)
+    if kept in (0, units) or any(v * kept % units for v in values.values() if not isinstance(v, float)):
+        return None
+    return {e: v * kept / units if isinstance(v, float) else v * kept // units for e, v in values.items()}
+
+
+def _kept_heads(model, traced: Traced, changes: dict, blocks: list) -> dict[str, int] | None:
+    """{block: heads the config builds with ``changes``}, read off the rows of its query, head_dim
+    kept; None where some block's rows are no whole number of its heads."""
+    if not blocks:
+        return {}
+    rows = hf_lists.widths(model, changes, [traced.names[b.q] for b in blocks])
+    if rows is None:
+        return None
+    found = {}
+    for b in blocks:
+        per = b.head_dim * b.heads_per_unit
+        n = rows[traced.names[b.q]]
+        if n % per or not 0 < n // per < b.units:
+            return None
+        found[b.name] = n // per
     return found
 
 

@@ -181,6 +181,9 @@ def describe(model: nn.Module, before: dict[str, set[int]], blocks=None) -> list
             config.head_dim = next(iter(after["head_dim"]))
         except AttributeError:
             pass
+    blocks = find_blocks(model) if blocks is None else blocks
+    if len(before.get("heads", ())) > 1 and blocks:  # head counts stated per stage (SegFormer's)
+        hf_lists.write_heads(model, {b.name: b.num_heads for b in blocks})
     problems = check(model)
     if problems:  # widths stated per stage (ResNet's hidden_sizes): the values the shapes show
         hf_lists.write_back(model)

@@ -26,6 +26,11 @@ from torch import nn
 
 from .rows import out_rows
 
+# Config lists of head counts per stage (SegFormer's, PVT's num_attention_heads), and the
+# attribute names a built attention module holds its count under.
+_HEAD_LISTS = ("num_attention_heads", "num_heads")
+_HEAD_ATTRS = ("num_attention_heads", "num_heads")
+
 # Config fields that may state a width: names like hidden_sizes, embed_dims, embedding_size, neck_hidden_sizes.
 _NAME = re.compile(r"hidden|embed|channel|width|_dims?$|_sizes?$")
 _SKIP = re.compile(r"^num_channels$|head_dim|act|depth|patch|stride|kernel|ratio|heads|image|position|vocab|"
@@ -138,21 +143,94 @@ def widths(model: nn.Module, changes: dict[Entry, int], layers: list[str], *,
     return found
 
 
+def head_entries(model: nn.Module, blocks: list[str]) -> dict[str, Entry]:
+    """{attention block (qualified name): the config list entry that sets its head count}, found by
+    building with each entry set to 1 (on the meta device: the heads change no shape) and seeing
+    whose count changes. A stage's heads are one unit with its width (kept hidden = heads x head_dim)."""
+    config, found = model.config, {}
+    lists = {name: vars(config).get(name) for name in _HEAD_LISTS}
+    lists = {n: v for n, v in lists.items() if isinstance(v, (list, tuple)) and v and all(_is_int(x) for x in v)}
+    base = _build(model, {}) if lists else None
+    if base is None:
+        return {}
+    before = _head_counts(base, blocks)
+    for name, value in lists.items():
+        for i, v in enumerate(value):
+            fresh = _build(model, {(name, i): 1}) if v > 1 else None
+            if fresh is not None:
+                found.update({b: (name, i) for b, n in _head_counts(fresh, blocks).items() if n != before.get(b)})
+    return found
+
+
+def _head_counts(model: nn.Module, blocks: list[str]) -> dict[str, int]:
+    found = {}
+    for block in blocks:
+        try:
+            module = model.get_submodule(block)
+        except AttributeError:
+            continue
+        n = next((getattr(module, a) for a in _HEAD_ATTRS if _is_int(getattr(module, a, None))), None)
+        if n is not None:
+            found[block] = n
+    return found
+
+
+def write_heads(model: nn.Module, heads: dict[str, int]) -> None:
+    """Write each stage's head count ({attention block: heads it has now}) into its config list
+    entry, where every block the entry sets has that many."""
+    by_entry: dict[Entry, set[int]] = {}
+    for block, entry in head_entries(model, list(heads)).items():
+        by_entry.setdefault(entry, set()).add(heads[block])
+    for entry, counts in by_entry.items():
+        if len(counts) == 1:
+            _set(model.config, entry, counts.pop())
+
+
 def write_back(model: nn.Module) -> None:
-    """Set every entry whose layers the cut narrowed to the value that builds the model's shapes."""
+    """Set every entry whose layers the cut narrowed to the value that builds the model's shapes.
+
+    Where the config does not build as it stands, because a stage's head count has been written
+    and its width not yet (GLPN checks ``hidden_sizes[i] % num_attention_heads[i]``), the widths
+    are found with one head per stage (head counts change no shape) and the counts put back."""
+    if _build(model, {}) is None:
+        lists = {n: v for n in _HEAD_LISTS if isinstance(v := vars(model.config).get(n), (list, tuple))}
+        if not lists:
+            return
+        for name, value in lists.items():
+            setattr(model.config, name, type(value)([1] * len(value)))
+        try:
+            _write_back(model)
+        finally:
+            for name, value in lists.items():
+                setattr(model.config, name, value)
+    else:
+        _write_back(model)
+
+
+def _write_back(model: nn.Module) -> None:
     base = _build(model, {})
     if base is None:
         return
     old, now, values = _shapes(base), _shapes(model), entries(model.config)
     for entry, keys in governed(model).items():
         moved = {k: dims for k, dims in keys.items() if k in now and any(now[k][d] != old[k][d] for d in dims)}
+        found = {}
         for guess in _guesses(values[entry], old, now, moved):
             fresh = _build(model, {entry: guess})
             shapes = _shapes(fresh) if fresh is not None else {}
-            if shapes and all(k in shapes and shapes[k][d] == now[k][d] for k, dims in keys.items() if k in now
-                              for d in dims):
-                _set(model.config, entry, guess)
+            matched = [all(k in shapes and shapes[k][d] == now[k][d] for d in dims) for k, dims in keys.items()
+                       if k in now]
+            if shapes and all(matched):
+                found = {"all": guess}
                 break
+            # Every tensor the cut has moved so far matches: the rest of its unit is not cut yet (a
+            # trial cuts the loosely checked steps first, and the forward may read the entry: SegFormer's
+            # classifier reshapes to hidden_sizes[-1]). The last cut writes it again, matching all.
+            if shapes and all(shapes.get(k, ())[d:d + 1] == (now[k][d],) for k, dims in moved.items() for d in dims
+                              if now[k][d] != old[k][d]):
+                found.setdefault("moved", guess)
+        if found:
+            _set(model.config, entry, found.get("all", found.get("moved")))
 
 
 def _guesses(value: int, old: dict, now: dict, moved: dict[str, tuple[int, ...]]) -> list[int]:

@@ -98,3 +98,40 @@ def test_efficientnet_compresses_by_stage_and_reloads_identical(tmp_path):
     loaded = T.AutoModelForImageClassification.from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-6)
+
+
+def _segformer():  # head_dim 16 in every stage; stage 0's one head cannot be cut
+    return T.SegformerForImageClassification(T.SegformerConfig(
+        hidden_sizes=[16, 32, 80, 128], num_attention_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2],
+        decoder_hidden_size=64, num_labels=5))
+
+
+def _glpn():  # checks hidden_sizes[i] % num_attention_heads[i] when built
+    return T.GLPNForDepthEstimation(T.GLPNConfig(
+        hidden_sizes=[16, 32, 80, 128], num_attention_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2],
+        decoder_hidden_size=32))
+
+
+@pytest.mark.parametrize("factory", [_segformer, _glpn], ids=["segformer", "glpn"])
+def test_stage_width_and_heads_are_cut_as_one_unit_head_dim_kept(factory, tmp_path):
+    # hidden_sizes[i] sets the stage's residual width, its FFN (x mlp_ratios[i]), its sequence
+    # reduction and q/k/v: the stage loses whole heads and its width follows, heads x 16.
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = {"pixel_values": torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))}
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.6 * result.before.params, result.kept_whole
+    config = result.model.config
+    assert config.hidden_sizes[0] == 16 and config.num_attention_heads[0] == 1
+    assert [h // n for h, n in zip(config.hidden_sizes, config.num_attention_heads)] == [16] * 4
+    assert config.hidden_sizes[3] < 128
+    encoder = getattr(result.model, "segformer", None) or result.model.glpn
+    attention = [m for _, m in encoder.named_modules() if hasattr(m, "num_attention_heads")]
+    assert {getattr(m, "attention_head_size", getattr(m, "head_dim", None)) for m in attention} == {16}
+    loaded = type(model).from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
+    assert loaded.config.num_attention_heads == config.num_attention_heads
+    with torch.no_grad():
+        want, got = result.model(**x), loaded(**x)
+    key = "logits" if hasattr(want, "logits") else "predicted_depth"
+    assert getattr(want, key).shape == getattr(model(**x), key).shape
+    torch.testing.assert_close(getattr(got, key), getattr(want, key), rtol=1e-5, atol=1e-6)
