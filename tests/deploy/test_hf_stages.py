@@ -112,7 +112,13 @@ def _glpn():  # checks hidden_sizes[i] % num_attention_heads[i] when built
         decoder_hidden_size=32))
 
 
-@pytest.mark.parametrize("factory", [_segformer, _glpn], ids=["segformer", "glpn"])
+def _pvt():  # each stage's patch embedding stores num_channels and raises on another width
+    return T.PvtForImageClassification(T.PvtConfig(
+        hidden_sizes=[16, 32, 80, 128], num_attention_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2],
+        num_labels=5, image_size=64))
+
+
+@pytest.mark.parametrize("factory", [_segformer, _glpn, _pvt], ids=["segformer", "glpn", "pvt"])
 def test_stage_width_and_heads_are_cut_as_one_unit_head_dim_kept(factory, tmp_path):
     # hidden_sizes[i] sets the stage's residual width, its FFN (x mlp_ratios[i]), its sequence
     # reduction and q/k/v: the stage loses whole heads and its width follows, heads x 16.
@@ -125,7 +131,7 @@ def test_stage_width_and_heads_are_cut_as_one_unit_head_dim_kept(factory, tmp_pa
     assert config.hidden_sizes[0] == 16 and config.num_attention_heads[0] == 1
     assert [h // n for h, n in zip(config.hidden_sizes, config.num_attention_heads)] == [16] * 4
     assert config.hidden_sizes[3] < 128
-    encoder = getattr(result.model, "segformer", None) or result.model.glpn
+    encoder = result.model.base_model
     attention = [m for _, m in encoder.named_modules() if hasattr(m, "num_attention_heads")]
     assert {getattr(m, "attention_head_size", getattr(m, "head_dim", None)) for m in attention} == {16}
     loaded = type(model).from_pretrained(shrink.save_pretrained(result, tmp_path / "o")).eval()
