@@ -1,4 +1,4 @@
-"""Hugging Face attention that reshapes its heads back to its input width (FSMT, LED, Longformer).
+"""Hugging Face attention that reshapes its heads back to its input width (FSMT, LED, Longformer, PVT v2).
 
 What the family looks like: separate ``q_proj``/``k_proj``/``v_proj`` found by
 `attention.find_blocks`, a forward that reads the width from its input (``tgt_len, bsz,
@@ -13,7 +13,9 @@ cut cannot be checked against the masked model with the hidden width already cut
 checked, like that width, by running and keeping the output shapes (cut/heal.py's loose steps).
 Which blocks are so is seen by trial, not guessed: while the graph is traced, `Probe` runs each
 block once more with one head removed from a copy of its weights, and once with its input width
-narrowed as much too; a block that breaks the first way and runs the second is one.
+narrowed as much too (with the block's other layers on that width: PVT v2 reduces its keys'
+input by a conv and a LayerNorm of the input width); a block that breaks the first way and runs
+the second is one.
 The stored ``embed_dim`` is then set from the new sizes (`hf_attention.restate_embed_dim`).
 """
 
@@ -100,12 +102,16 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, n
     step = len(layers[0][2])  # one head's rows of q
     if narrow or block.out is None:  # a block that gives its heads is a head narrower either way
         shape = torch.Size((*shape[:-1], shape[-1] - step))
+    norms: list[nn.LayerNorm] = []
     if narrow:
         cut = list(range(step))  # any head_dim columns of the input width
         layers = layers + [(m, "in" if dim == "out" else "out", cut) for m, dim, _ in layers]
+        inner, norms = _on_the_width(module, {id(m) for m, _, _ in layers}, width)
+        layers += [(m, dim, cut) for m in inner for dim in ("out", "in")]
         thin = lambda v: v[..., step:] if _is_wide(v, width) else v  # noqa: E731
         args, kwargs = tuple(thin(a) for a in args), {k: thin(v) for k, v in kwargs.items()}
-    saved = {m: (m.weight, m.bias) for m, _, _ in layers}
+    saved = {m: (m.weight, m.bias) for m, _, _ in layers + [(n, None, None) for n in norms]}
+    shapes = {n: n.normalized_shape for n in norms}
     counts = {n: getattr(module, n) for n in _COUNTS if isinstance(getattr(module, n, None), int)}
     widths = {n: getattr(module, n) for n in _WIDTHS if narrow and getattr(module, n, None) == width}
     try:
@@ -116,6 +122,9 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, n
                 layer.weight = nn.Parameter(layer.weight.index_select(axis, keep))
                 if dim == "out" and layer.bias is not None:
                     layer.bias = nn.Parameter(layer.bias.index_select(0, keep))
+            for norm in norms:
+                norm.weight, norm.bias = (None if t is None else nn.Parameter(t[step:]) for t in (norm.weight, norm.bias))
+                norm.normalized_shape = (width - step,)
             fewer = (block.units - 1) / block.units
             for name, value in counts.items():
                 if name != "num_key_value_groups":
@@ -132,6 +141,24 @@ def _runs_a_head_fewer(block, args: tuple, kwargs: dict, shape: torch.Size, *, n
             layer.weight, layer.bias = weight, bias
         for name, value in (*counts.items(), *widths.items()):
             setattr(module, name, value)
+        for norm, shape in shapes.items():
+            norm.normalized_shape = shape
+
+
+def _on_the_width(module: nn.Module, skip: set[int], width: int) -> tuple[list[nn.Module], list[nn.LayerNorm]]:
+    """The block's other layers from its input width to itself (PVT v2's spatial-reduction conv
+    and its LayerNorm before the keys and values), narrowed with the input in the probe."""
+    layers, norms = [], []
+    for m in module.modules():
+        if id(m) in skip or m is module:
+            continue
+        if isinstance(m, nn.Linear) and m.in_features == m.out_features == width:
+            layers.append(m)
+        elif isinstance(m, nn.modules.conv._ConvNd) and m.in_channels == m.out_channels == width and m.groups == 1:
+            layers.append(m)
+        elif isinstance(m, nn.LayerNorm) and tuple(m.normalized_shape) == (width,):
+            norms.append(m)
+    return layers, norms
 
 
 def _is_wide(value, width: int) -> bool:

@@ -118,7 +118,12 @@ def _pvt():  # each stage's patch embedding stores num_channels and raises on an
         num_labels=5, image_size=64))
 
 
-@pytest.mark.parametrize("factory", [_segformer, _glpn, _pvt], ids=["segformer", "glpn", "pvt"])
+def _pvt_v2():  # the context is reshaped to the input width; the keys read a reducing conv and a norm
+    return T.PvtV2ForImageClassification(T.PvtV2Config(
+        hidden_sizes=[16, 32, 80, 128], num_attention_heads=[1, 2, 5, 8], depths=[2, 2, 2, 2], num_labels=5))
+
+
+@pytest.mark.parametrize("factory", [_segformer, _glpn, _pvt, _pvt_v2], ids=["segformer", "glpn", "pvt", "pvt_v2"])
 def test_stage_width_and_heads_are_cut_as_one_unit_head_dim_kept(factory, tmp_path):
     # hidden_sizes[i] sets the stage's residual width, its FFN (x mlp_ratios[i]), its sequence
     # reduction and q/k/v: the stage loses whole heads and its width follows, heads x 16.
