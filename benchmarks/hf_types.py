@@ -57,7 +57,7 @@ MULTIMODAL = ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_MULTIMODA
 # Small sizes, written only where the default config has the field (and is larger).
 WIDTH, HEADS_N, FFN, LAYERS, VOCAB, IMAGE, POSITIONS = 64, 4, 128, 2, 256, 64, 128
 FIELDS = (  # (value, names): pairs, not a dict, since several sizes share a value
-    (WIDTH, ("hidden_size", "n_embd", "d_model", "embed_dim", "n_embed", "d_embed", "word_embed_proj_dim", "dim",
+    (WIDTH, ("hidden_size", "n_embd", "d_model", "embed_dim", "n_embed", "d_embed", "word_embed_proj_dim", "dim", "pooler_hidden_size",
              "model_dim", "emb_dim")),
     (32, ("embedding_size", "projection_dim", "proj_dim", "d_inner_hid", "kv_lora_rank", "q_lora_rank")),
     (16, ("qk_nope_head_dim", "v_head_dim", "d_head")),  # multi-head latent attention (DeepSeek); XLNet: d_model // n_head
@@ -334,7 +334,7 @@ def one(model_type: str, head: str, class_name: str) -> dict:
                params_removed=round(1 - result.after.params / result.before.params, 4),
                kept_whole=len(result.kept_whole), kept_reasons=_reasons(result.kept_whole),
                kept_examples=dict(list(result.kept_whole.items())[:6]))
-    with torch.no_grad():
+    with torch.no_grad(), _inputs.same_draws():  # one random state per run (ViT-MAE masks at random)
         mine = _inputs.flatten_outputs(result.model(**x))
     row["output_shapes_kept"] = all(k in mine and mine[k].shape == v.shape for k, v in dense.items())
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,7 +342,7 @@ def one(model_type: str, head: str, class_name: str) -> dict:
         try:
             folder = shrink.save_pretrained(result, Path(tmp) / "hf")
             loaded = type(result.model).from_pretrained(folder).eval()
-            with torch.no_grad():
+            with torch.no_grad(), _inputs.same_draws():
                 row["reload_max_abs_diff"] = _max_diff(mine, _inputs.flatten_outputs(loaded(**x)))
             del loaded
         except Exception as exc:  # noqa: BLE001

@@ -59,13 +59,25 @@ def run(model: nn.Module, example_inputs: ExampleInputs) -> Any:
     """Run ``model`` in eval mode on the example inputs; a failure becomes one clear `ShrinkValueError`."""
     args, kwargs = call_args(example_inputs)
     try:
-        with evaluating(model):
+        with evaluating(model), same_draws():
             return model(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure here means the inputs do not fit
         raise ShrinkValueError(
             f"the model cannot run on the example inputs ({describe(example_inputs)}): "
             f"{type(exc).__name__}: {exc}. Pass inputs with the shape and dtype the model's forward expects."
         ) from exc
+
+
+@contextmanager
+def same_draws():
+    """Every run starts from one random state, and the caller's state is put back after: a model
+    that draws in its forward (ViT-MAE's random masking, UnivNet's noise) computes the same thing
+    on the same inputs, so the runs shrink compares (a cut against its reference, a folder read
+    back) differ only by what changed."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        yield
 
 
 def to(example_inputs: ExampleInputs, device, dtype: torch.dtype | None = None) -> ExampleInputs:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import shrink
+from shrink._util import inputs as _inputs
 from hf_models import seq2seq_inputs, token_inputs, transformers
 
 T = transformers
@@ -136,3 +137,27 @@ def test_marian_sinusoid_the_class_does_not_save_keeps_its_width(tmp_path):
     assert result.model.model.encoder.embed_positions.weight.shape == (64, 32)
     assert any("_keys_to_ignore_on_save" in reason for reason in result.kept_whole.values()), result.kept_whole
     assert {layer.fc1.out_features for layer in loaded.model.encoder.layers} == {64}
+
+
+def test_vit_mae_random_masking_is_compared_on_the_same_draws(tmp_path):
+    # ViT-MAE masks a random 75% of patches in every forward: without one random state per run,
+    # every cut looked like a mismatch (0% removed) and the read-back refused the folder.
+    torch.manual_seed(0)
+    config = T.ViTMAEConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                            image_size=32, patch_size=8)
+    model = T.ViTMAEModel(config).eval()
+    x = {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))}
+    state = torch.random.get_rng_state()
+    first, second = _inputs.run(model, x), _inputs.run(model, x)
+    assert torch.equal(first.ids_restore, second.ids_restore)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left as it was
+    result = shrink.compress(model, x, ratio=0.5)
+    assert result.after.params < 0.8 * result.before.params, result.kept_whole
+    loaded = type(model).from_pretrained(shrink.save_pretrained(result, tmp_path / "out")).eval()
+    with torch.no_grad():
+        torch.manual_seed(3)
+        want = result.model(**x)
+        torch.manual_seed(3)
+        got = loaded(**x)
+    torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got.ids_restore, want.ids_restore)
