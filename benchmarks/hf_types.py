@@ -70,7 +70,7 @@ FIELDS = (  # (value, names): pairs, not a dict, since several sizes share a val
               "num_decoder_layers", "num_encoder_layers")),
     (VOCAB, ("vocab_size", "entity_vocab_size")),
     (POSITIONS, ("max_position_embeddings", "n_positions", "max_target_positions", "n_ctx", "max_seq_len",
-                 "max_sequence_length")),
+                 "max_sequence_length", "max_encoder_position_embeddings", "max_decoder_position_embeddings")),
     (IMAGE, ("image_size",)),
     (4, ("num_local_experts", "num_experts", "n_routed_experts")),
     (2, ("num_experts_per_tok", "num_selected_experts", "top_k")),
@@ -135,6 +135,9 @@ def small(config):
             setattr(config, name, [32] * len(values[name]))
     if isinstance(values.get("num_conv_pos_embeddings"), int):
         config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups = 16, 4
+    window = values.get("attention_window")  # Longformer/LED pad every input to a multiple of it (512)
+    if isinstance(window, int) or _int_list(window):
+        config.attention_window = 8 if isinstance(window, int) else [8] * len(window)
     if isinstance(values.get("window_size"), int) and values["window_size"] > 2:
         config.window_size = 2  # Swin-style windows: every stage of a 64-pixel image holds whole windows
     if isinstance(values.get("image_size"), (list, tuple)):

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import (channels_to_tokens, checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, input_width_heads, norm_shape,
+from . import (channels_to_tokens, checkpointing, constants, csp, embed_scale, eva, functional_linear, glu, inplace_views, input_width_heads, norm_shape,
                norms, padding, parametrized, position_bias, positional, recurrent, resample, rows, selective_kernel,
                shuffle, split_order, std_conv, tied_attention, unsaved_tables, vit)
 
@@ -75,7 +75,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("Linear weights passed to F.linear by the parent (torchvision's Swin)", trace=functional_linear.Routed),
     Family("recurrent (LSTM, GRU, RNN)", pruners=recurrent.pruners, trace=recurrent.StateWatch),
     Family("attention reshaped to its input width (timm, nanoGPT, Swin, Twins)", trace=tied_attention.Probe),
-    Family("Hugging Face attention reshaped to its input width (FSMT)", trace=input_width_heads.Probe),
+    Family("Hugging Face attention reshaped to its input width (FSMT, LED, PVT v2)", trace=input_width_heads.Probe),
     Family("vision transformer (torchvision)", finish=vit.finish),
     Family("position tables held as buffers", trace=positional.Promote, finish=positional.finish),
     Family("zero-padded channel shortcuts", op_reason=padding.op_reason),
@@ -87,6 +87,8 @@ FAMILIES: tuple[Family, ...] = (
            shared_heads=position_bias.shared_key),
     Family("gated widths (GLU, gMLP, MambaOut)", trace=glu.Tokens, finish=glu.finish),
     Family("splits into parts of different sizes", trace=split_order.Ordered),
+    Family("in-place arithmetic on a layer's output that is a view (Longformer's scaled queries)",
+           trace=inplace_views.OutOfPlace),
     Family("channels folded into tokens (SEW's upsampling)", trace=channels_to_tokens.Folded),
     Family("selective kernel (SKNet)", trace=selective_kernel.Paths, finish=selective_kernel.finish),
     Family("EVA attention (rotary table per head dim, q/v biases, reshaped to its input width)", trace=eva.Traced,

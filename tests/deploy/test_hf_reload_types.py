@@ -161,3 +161,28 @@ def test_vit_mae_random_masking_is_compared_on_the_same_draws(tmp_path):
         got = loaded(**x)
     torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=1e-5, atol=1e-5)
     assert torch.equal(got.ids_restore, want.ids_restore)
+
+
+_LONG = dict(vocab_size=100, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, attention_window=8)
+
+
+@pytest.mark.parametrize("name", ["longformer", "led"])
+def test_sliding_window_attention_scaling_its_queries_in_place_cuts_the_hidden_width(name, tmp_path):
+    # Both run their query layer on a [seq, batch, width] view and divide it in place by
+    # sqrt(head_dim): the tracer lost the layer and joined the residual width to the heads' rows,
+    # so the hidden width was never cut (Longformer 14%, LED 3% removed, the FFN only).
+    torch.manual_seed(0)
+    if name == "longformer":
+        model = T.LongformerForSequenceClassification(T.LongformerConfig(
+            hidden_size=64, max_position_embeddings=64, num_labels=3, **_LONG))
+        x, output = token_inputs(seq=16), "logits"
+    else:
+        model = T.LEDForConditionalGeneration(T.LEDConfig(
+            d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+            encoder_ffn_dim=128, decoder_ffn_dim=128, max_encoder_position_embeddings=64,
+            max_decoder_position_embeddings=64, vocab_size=100, attention_window=[8]))
+        x, output = seq2seq_inputs(seq=16), "logits"
+    result, loaded = _round_trip(model, x, tmp_path, output=output)
+    assert result.after.params < 0.6 * result.before.params, result.kept_whole
+    hidden = loaded.config.hidden_size if name == "longformer" else loaded.config.d_model
+    assert hidden < 64
