@@ -226,7 +226,9 @@ def _write_back(model: nn.Module) -> None:
             # Every tensor the cut has moved so far matches: the rest of its unit is not cut yet (a
             # trial cuts the loosely checked steps first, and the forward may read the entry: SegFormer's
             # classifier reshapes to hidden_sizes[-1]). The last cut writes it again, matching all.
-            if shapes and all(shapes.get(k, ())[d:d + 1] == (now[k][d],) for k, dims in moved.items() for d in dims
+            # Per stage only: a model-wide width (MPNet's hidden_size) would follow a head's inner
+            # layer cut alone (classifier.dense), and the config then describes none of the rest.
+            if shapes and entry[1] is not None and all(shapes.get(k, ())[d:d + 1] == (now[k][d],) for k, dims in moved.items() for d in dims
                               if now[k][d] != old[k][d]):
                 found.setdefault("moved", guess)
         if found:

@@ -186,3 +186,20 @@ def test_sliding_window_attention_scaling_its_queries_in_place_cuts_the_hidden_w
     assert result.after.params < 0.6 * result.before.params, result.kept_whole
     hidden = loaded.config.hidden_size if name == "longformer" else loaded.config.d_model
     assert hidden < 64
+
+
+def test_a_model_wide_width_does_not_follow_a_head_layer_cut_alone(tmp_path):
+    # MPNet's heads stay whole (one position-bias table for every layer, in the encoder), so its
+    # hidden width does too; a trial's cut of classifier.dense alone once wrote hidden_size=32 and
+    # the config then described nothing: the FFN was kept whole as well (0% removed).
+    torch.manual_seed(0)
+    model = T.MPNetForSequenceClassification(T.MPNetConfig(
+        vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64, num_labels=3))
+    result = shrink.compress(model.eval(), token_inputs(seq=16), ratio=0.5)
+    assert result.model.config.hidden_size == 64
+    assert result.model.config.intermediate_size < 128, result.kept_whole
+    loaded = type(model).from_pretrained(shrink.save_pretrained(result, tmp_path / "out")).eval()
+    x = token_inputs(seq=16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**x).logits, result.model(**x).logits, rtol=1e-5, atol=1e-5)
